@@ -1,0 +1,63 @@
+# Operator interface of the local constellation. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON_VERSION ?= 3.11
+UV := python3 -m uv
+PY := .venv/bin/python
+STACK := $(PY) scripts/stack.py
+
+.PHONY: help bootstrap stack-up stack-down stack-status up down status run test lint typecheck \
+        test-unit test-integration provision check-schemas bench demo
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+bootstrap: ## install uv and the locked Python environment (.venv)
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
+	@$(UV) sync --frozen --all-packages --python $(PYTHON_VERSION) --quiet
+
+stack-up: bootstrap ## start Kafka (KRaft), schema registry and MLflow, then create topics and register schemas
+	@$(STACK) up --infra
+
+stack-down: bootstrap ## stop everything the stack runs (services included)
+	@$(STACK) down
+
+stack-status: bootstrap ## show every component, its pid, URL and health
+	@$(STACK) status
+
+up: bootstrap ## start the whole constellation in the background (stack, first champion, services)
+	@$(STACK) up
+
+down: bootstrap ## stop the whole constellation
+	@$(STACK) down
+
+status: bootstrap ## readiness of every service with its dependencies
+	@$(STACK) status
+
+run: bootstrap ## the product: start the constellation and run the live demo scenario (Ctrl+C stops everything)
+	@$(PY) scripts/run.py
+
+provision: bootstrap ## create missing topics and register schemas (idempotent)
+	@$(PY) -m mlops_platform.provision apply
+
+check-schemas: bootstrap ## test every local .avsc against the registry's latest version
+	@$(PY) -m mlops_platform.provision check
+
+lint: bootstrap ## ruff lint and format check
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+
+typecheck: bootstrap ## mypy over libs, services and scripts
+	@$(UV) run --frozen mypy libs/*/src services/*/src deploy/schema-registry/src scripts
+
+test-unit: bootstrap ## unit tests only (no stack needed)
+	@$(UV) run --frozen pytest tests/unit
+
+test-integration: stack-up ## integration and end-to-end tests against the real local stack
+	@$(UV) run --frozen pytest tests/integration tests/e2e
+
+test: lint typecheck stack-up ## everything CI runs: lint, type-check, start the stack, all tests
+	@$(UV) run --frozen pytest tests
+
+bench: up ## scoring benchmark: pipeline vs naive per-event vs raw Kafka pipe
+	@$(PY) scripts/bench.py

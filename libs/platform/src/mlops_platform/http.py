@@ -1,0 +1,93 @@
+"""FastAPI app factory: lifespan, liveness, readiness and metrics for every service.
+
+``/health`` answers while the process lives; ``/ready`` answers 200 only when every
+readiness check passes (Kafka, schema registry and whatever the service adds, such
+as "a model is loaded" or "the consumer loop is running"), 503 with the failing
+checks otherwise; ``/metrics`` exposes the process's Prometheus registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mlops_platform import __version__
+from mlops_platform.health import Check, kafka_check, registry_check, run_checks
+from mlops_platform.logs import configure_logging, get_logger
+from mlops_platform.metrics import platform_metrics
+from mlops_platform.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def default_checks(settings: ServiceSettings) -> dict[str, Check]:
+    """Kafka and schema registry reachability: every service needs both."""
+    return {"kafka": kafka_check(settings), "schema_registry": registry_check(settings)}
+
+
+def create_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    description: str = "",
+    lifespan: Lifespan | None = None,
+    version: str = __version__,
+) -> FastAPI:
+    """Build a service's FastAPI app with the platform endpoints.
+
+    The service adds readiness checks with ``app.state.checks[name] = check`` (usually
+    inside its lifespan) and its own routers with ``app.include_router``.
+    """
+    configure_logging(settings.service_name, settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        platform_metrics().service_info.labels(settings.service_name, settings.instance_id, version).set(1)
+        log.info("service_starting", http_port=settings.http_port, instance=settings.instance_id)
+        if lifespan is None:
+            yield
+        else:
+            async with lifespan(app):
+                yield
+        log.info("service_stopped")
+
+    app = FastAPI(title=title, description=description, version=version, lifespan=app_lifespan)
+    app.state.settings = settings
+    app.state.checks = default_checks(settings)
+
+    @app.get("/health", tags=["platform"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process is up."""
+        return {"status": "ok", "service": settings.service_name, "instance": settings.instance_id}
+
+    @app.get("/ready", tags=["platform"])
+    async def ready() -> JSONResponse:
+        """Readiness: every dependency and internal component is usable."""
+        results = await run_in_threadpool(run_checks, settings.service_name, dict(app.state.checks))
+        ok = all(r.ok for r in results.values())
+        body: dict[str, Any] = {
+            "ready": ok,
+            "service": settings.service_name,
+            "checks": {name: {"ok": r.ok, "detail": r.detail} for name, r in results.items()},
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["platform"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run the app with uvicorn; SIGTERM/SIGINT trigger the lifespan shutdown."""
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)

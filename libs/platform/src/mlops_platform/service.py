@@ -1,0 +1,174 @@
+"""The runtime every service shares: serde, producer, consumer loops, heartbeat, lifecycle.
+
+A service builds one :class:`ServiceRuntime`, declares its loops and checks, and
+passes :meth:`ServiceRuntime.lifespan` to :func:`mlops_platform.http.create_app`::
+
+    runtime = ServiceRuntime(settings)
+    runtime.consumer_loop(topics=[Topic.SYSTEM_ALERTS], handler=router.handle)
+    app = create_app(settings, title="alerter", lifespan=runtime.lifespan)
+
+On start the loops run in their own threads; on shutdown (SIGTERM under uvicorn)
+each loop finishes its batch, commits and closes, then the producer flushes.
+Readiness fails when Kafka or the registry is unreachable or a loop has died.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from mlops_platform import __version__
+from mlops_platform.health import Check, CheckResult, Heartbeat
+from mlops_platform.http import default_checks
+from mlops_platform.kafka import (
+    AsyncEventProducer,
+    ConsumerLoop,
+    EventProducer,
+    Output,
+    Record,
+    TransactionalLoop,
+    _LoopBase,
+)
+from mlops_platform.logs import get_logger
+from mlops_platform.serde import AvroSerde
+from mlops_platform.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+
+class ServiceRuntime:
+    """Kafka plumbing and lifecycle of one service process."""
+
+    def __init__(self, settings: ServiceSettings, *, version: str = __version__) -> None:
+        self.settings = settings
+        self.version = version
+        self.serde = AvroSerde(settings)
+        self.producer = EventProducer(settings, settings.service_name, self.serde)
+        self.publisher: AsyncEventProducer | None = None
+        self.loops: list[_LoopBase] = []
+        self.checks: dict[str, Check] = default_checks(settings)
+        self.heartbeat_details: Callable[[], dict[str, str]] | None = None
+        self._on_start: list[Callable[[], None]] = []
+        self._on_stop: list[Callable[[], None]] = []
+        self._heartbeat: Heartbeat | None = None
+
+    @property
+    def name(self) -> str:
+        return self.settings.service_name
+
+    def consumer_loop(
+        self,
+        *,
+        topics: Sequence[str],
+        handler: Callable[[list[Record]], None],
+        group_id: str | None = None,
+        **options: Any,
+    ) -> ConsumerLoop:
+        """Declare an at-least-once loop (started with the service)."""
+        loop = ConsumerLoop(
+            settings=self.settings,
+            service=self.name,
+            group_id=group_id or self.name,
+            topics=topics,
+            handler=handler,
+            serde=self.serde,
+            producer=self.producer,
+            **options,
+        )
+        self._add_loop(loop)
+        return loop
+
+    def transactional_loop(
+        self,
+        *,
+        topics: Sequence[str],
+        transform: Callable[[list[Record]], list[Output]],
+        group_id: str | None = None,
+        transactional_id: str | None = None,
+        **options: Any,
+    ) -> TransactionalLoop:
+        """Declare an exactly-once consume-transform-produce loop (started with the service)."""
+        loop = TransactionalLoop(
+            settings=self.settings,
+            service=self.name,
+            group_id=group_id or self.name,
+            topics=topics,
+            transform=transform,
+            serde=self.serde,
+            transactional_id=transactional_id or f"{self.name}-{self.settings.instance_id}",
+            **options,
+        )
+        self._add_loop(loop)
+        return loop
+
+    def _add_loop(self, loop: _LoopBase) -> None:
+        self.loops.append(loop)
+        index = len(self.loops)
+
+        def alive() -> CheckResult:
+            if loop.error is not None:
+                return CheckResult(False, f"stopped by {type(loop.error).__name__}: {loop.error}")
+            if not loop.alive:
+                return CheckResult(False, "not running")
+            return CheckResult(True, f"group {loop.group_id}, topics {','.join(loop.topics)}")
+
+        self.checks[f"consumer_{index}" if index > 1 else "consumer"] = alive
+
+    def on_start(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` (blocking is fine) before the loops start."""
+        self._on_start.append(hook)
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` after the loops stopped, before the producer closes."""
+        self._on_stop.append(hook)
+
+    def lag(self) -> int:
+        return sum(max(loop.lag(), 0) for loop in self.loops)
+
+    def start(self) -> None:
+        for hook in self._on_start:
+            hook()
+        self.publisher = AsyncEventProducer(self.producer)
+        for loop in self.loops:
+            loop.start_in_thread()
+        self._heartbeat = Heartbeat(
+            self.settings,
+            self.producer,
+            self.checks,
+            self.version,
+            details=self.heartbeat_details or (lambda: {"consumer_lag": str(self.lag())}),
+        )
+        self._heartbeat.start()
+
+    def stop(self) -> None:
+        log.info("service_stopping", loops=len(self.loops))
+        for loop in self.loops:
+            loop.stop()
+        for loop in self.loops:
+            loop.join(timeout_s=60)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        for hook in self._on_stop:
+            try:
+                hook()
+            except Exception as exc:
+                log.warning("stop_hook_failed", error=repr(exc))
+        if self.publisher is not None:
+            self.publisher.close()
+        else:
+            self.producer.close()
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        """FastAPI lifespan: start everything, register readiness checks, stop gracefully."""
+        await run_in_threadpool(self.start)
+        app.state.runtime = self
+        app.state.checks.update(self.checks)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(self.stop)

@@ -1,0 +1,95 @@
+"""Typed settings shared by every service, read from environment variables.
+
+Connection settings (Kafka, schema registry, MLflow) use the same un-prefixed variable
+names in every service, so one environment configures the whole constellation.
+Service-specific settings subclass :class:`ServiceSettings` and set their own
+``env_prefix`` (e.g. ``PREDICTOR_``), which applies only to the fields they add.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _find_schemas_dir() -> Path:
+    """Locate ``schemas/`` by walking up from this file (source checkout or image)."""
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "schemas"
+        if (candidate / "topics.yaml").is_file():
+            return candidate
+    return Path.cwd() / "schemas"
+
+
+class PlatformSettings(BaseSettings):
+    """Connection settings for the shared infrastructure."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_client_extra: dict[str, Any] = Field(
+        default_factory=dict,
+        validation_alias="KAFKA_CLIENT_EXTRA",
+        description="Extra librdkafka properties (JSON), e.g. security settings.",
+    )
+    schema_registry_url: str = Field(
+        "http://127.0.0.1:8081/apis/ccompat/v7", validation_alias="SCHEMA_REGISTRY_URL"
+    )
+    mlflow_tracking_uri: str = Field("http://127.0.0.1:5000", validation_alias="MLFLOW_TRACKING_URI")
+    schemas_dir: Path = Field(default_factory=_find_schemas_dir, validation_alias="SCHEMAS_DIR")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: str = Field("json", validation_alias="LOG_FORMAT", description="json | console")
+    request_timeout_s: float = Field(5.0, validation_alias="KAFKA_REQUEST_TIMEOUT_S")
+
+    def common_kafka_config(self) -> dict[str, Any]:
+        """librdkafka properties every client shares."""
+        return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_client_extra}
+
+    def producer_config(self, client_id: str, **overrides: Any) -> dict[str, Any]:
+        """Idempotent, fully acknowledged producer: no duplicates or reordering on retry."""
+        config: dict[str, Any] = {
+            **self.common_kafka_config(),
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.timeout.ms": int(self.request_timeout_s * 6 * 1000),
+        }
+        config.update(overrides)
+        return config
+
+    def consumer_config(self, group_id: str, client_id: str, **overrides: Any) -> dict[str, Any]:
+        """Consumer with manual commits: offsets move only after the work is done."""
+        config: dict[str, Any] = {
+            **self.common_kafka_config(),
+            "group.id": group_id,
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "partition.assignment.strategy": "cooperative-sticky",
+        }
+        config.update(overrides)
+        return config
+
+    def admin_config(self) -> dict[str, Any]:
+        return self.common_kafka_config()
+
+    def registry_config(self) -> dict[str, Any]:
+        return {"url": self.schema_registry_url}
+
+
+class ServiceSettings(PlatformSettings):
+    """Base for a service's settings: its name, HTTP binding and instance identity."""
+
+    service_name: str = "service"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
+    heartbeat_interval_s: float = 10.0

@@ -1,0 +1,626 @@
+#!/usr/bin/env python3
+"""Local constellation without Docker: install, start, stop and inspect every process.
+
+    python scripts/stack.py up [--infra]     start Kafka, schema registry, MLflow (+ provisioning),
+                                             then the services unless --infra
+    python scripts/stack.py down [--infra]   stop the services (and the infrastructure unless --services)
+    python scripts/stack.py status [--json]  what runs, where, and whether it is healthy
+    python scripts/stack.py scale NAME N     run N instances of a service (one consumer group)
+    python scripts/stack.py restart NAME     stop and start one component
+
+Everything lives under ``.stack/`` (git-ignored): binaries, data, logs and pid files.
+Every command is idempotent: starting what already runs healthy does nothing, and a
+stale pid file is cleaned up. Ports and hosts come from the environment (see PORTS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
+RUN, LOGS = STATE / "run", STATE / "logs"
+PYTHON = sys.executable
+HOST = os.environ.get("STACK_HOST", "127.0.0.1")
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+PORTS = {
+    "kafka": _port("KAFKA_PORT", 9092),
+    "kafka-controller": _port("KAFKA_CONTROLLER_PORT", 9093),
+    "schema-registry": _port("SCHEMA_REGISTRY_PORT", 8081),
+    "mlflow": _port("MLFLOW_PORT", 5000),
+    "prometheus": _port("PROMETHEUS_PORT", 9090),
+    "alertmanager": _port("ALERTMANAGER_PORT", 9093 + 100),
+}
+KAFKA_BOOTSTRAP = f"{HOST}:{PORTS['kafka']}"
+REGISTRY_URL = f"http://{HOST}:{PORTS['schema-registry']}/apis/ccompat/v7"
+MLFLOW_URL = f"http://{HOST}:{PORTS['mlflow']}"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A product service: its module, env prefix and first HTTP port."""
+
+    name: str
+    module: str
+    env_prefix: str
+    port: int
+    needs_model: bool = False
+
+    def instance_port(self, index: int) -> int:
+        # Extra instances (scale-out) listen 100 ports above the first one each.
+        return self.port + 100 * (index - 1)
+
+
+SERVICES = [
+    ServiceSpec("ingest", "ingest", "INGEST_", _port("INGEST_HTTP_PORT", 8001)),
+    ServiceSpec("predictor", "predictor", "PREDICTOR_", _port("PREDICTOR_HTTP_PORT", 8002), needs_model=True),
+    ServiceSpec(
+        "drift-detector", "drift_detector", "DRIFT_", _port("DRIFT_HTTP_PORT", 8003), needs_model=True
+    ),
+    ServiceSpec("auto-responder", "auto_responder", "RESPONDER_", _port("RESPONDER_HTTP_PORT", 8004)),
+    ServiceSpec("recommender", "recommender", "RECOMMENDER_", _port("RECOMMENDER_HTTP_PORT", 8005)),
+    ServiceSpec("alerter", "alerter", "ALERTER_", _port("ALERTER_HTTP_PORT", 8006)),
+]
+SERVICE_BY_NAME = {s.name: s for s in SERVICES}
+
+
+class StackError(RuntimeError):
+    """A component failed to install or start; the message says which and where its log is."""
+
+
+def platform_env() -> dict[str, str]:
+    """Connection settings every process of the stack gets."""
+    env = dict(os.environ)
+    env.setdefault("KAFKA_BOOTSTRAP_SERVERS", KAFKA_BOOTSTRAP)
+    env.setdefault("SCHEMA_REGISTRY_URL", REGISTRY_URL)
+    env.setdefault("MLFLOW_TRACKING_URI", MLFLOW_URL)
+    env.setdefault("SCHEMAS_DIR", str(ROOT / "schemas"))
+    env.setdefault("STACK_DIR", str(STATE))
+    return env
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _pid_file(name: str) -> Path:
+    return RUN / f"{name}.pid"
+
+
+def _log_file(name: str) -> Path:
+    return LOGS / f"{name}.log"
+
+
+def running_pid(name: str) -> int | None:
+    path = _pid_file(name)
+    if not path.exists():
+        return None
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, PermissionError):
+        path.unlink(missing_ok=True)
+        return None
+    # A zombie child still answers kill(0); treat it as gone.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        if state == "Z":
+            path.unlink(missing_ok=True)
+            return None
+    except OSError:
+        pass
+    return pid
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> int:
+    """Start a detached process (own session) logging to .stack/logs/NAME.log."""
+    RUN.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with _log_file(name).open("ab") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {' '.join(argv)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(  # noqa: S603 - argv is built here, never from user input
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    _pid_file(name).write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop(name: str, timeout_s: float = 30.0) -> bool:
+    """SIGTERM the process group, wait for a graceful exit, SIGKILL as a last resort."""
+    pid = running_pid(name)
+    if pid is None:
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and running_pid(name) is not None:
+        time.sleep(0.2)
+    if running_pid(name) is not None:
+        print(f"  {name}: did not stop within {timeout_s:.0f}s, killing")
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        time.sleep(0.5)
+    _pid_file(name).unlink(missing_ok=True)
+    return True
+
+
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - local URLs only
+            return bool(200 <= response.status < 300)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for(name: str, ready: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if running_pid(name) is None:
+            raise StackError(f"{name} exited during start-up; see its log: {_log_file(name)}\n{_tail(name)}")
+        time.sleep(0.5)
+    raise StackError(
+        f"{name} not healthy after {timeout_s:.0f}s; see its log: {_log_file(name)}\n{_tail(name)}"
+    )
+
+
+def _tail(name: str, lines: int = 15) -> str:
+    try:
+        text = _log_file(name).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+# --------------------------------------------------------------------------- kafka
+
+
+KAFKA_HOME = STATE / "kafka"
+
+
+def install_kafka() -> Path:
+    """Resolve the broker's jars from Maven Central (once per pom content)."""
+    pom = ROOT / "deploy" / "kafka" / "pom.xml"
+    libs = KAFKA_HOME / "libs"
+    stamp = KAFKA_HOME / "libs.sha256"
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()
+    if libs.is_dir() and stamp.exists() and stamp.read_text() == digest:
+        return libs
+    if shutil.which("mvn") is None:
+        raise StackError(
+            "Maven (mvn) is required to fetch Apache Kafka's jars; install it (apt-get install maven)"
+        )
+    print("  kafka: resolving Apache Kafka jars from Maven Central (first run only)...")
+    shutil.rmtree(libs, ignore_errors=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with _log_file("kafka-install").open("w") as log:
+        result = subprocess.run(  # noqa: S603
+            [
+                "mvn",
+                "-B",
+                "-q",
+                "-s",
+                str(ROOT / "deploy" / "maven-settings.xml"),
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={libs}",
+                "-DincludeScope=runtime",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise StackError(f"kafka: Maven could not resolve the jars; see {_log_file('kafka-install')}")
+    stamp.write_text(digest)
+    return libs
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise StackError(
+            "Java 17+ is required for Kafka; install it (apt-get install openjdk-17-jre-headless)"
+        )
+    return java
+
+
+def start_kafka() -> None:
+    if _kafka_ready():
+        print(f"  kafka: running on {KAFKA_BOOTSTRAP}")
+        return
+    libs = install_kafka()
+    data = KAFKA_HOME / "data"
+    config = KAFKA_HOME / "server.properties"
+    template = string.Template((ROOT / "deploy" / "kafka" / "server.properties.template").read_text())
+    config.write_text(
+        template.substitute(
+            host=HOST, port=PORTS["kafka"], controller_port=PORTS["kafka-controller"], data_dir=data
+        )
+    )
+    classpath = f"{libs}/*"
+    log_props = [
+        f"-Dlog4j2.configurationFile={ROOT / 'deploy' / 'kafka' / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={LOGS / 'kafka'}",
+    ]
+    (LOGS / "kafka").mkdir(parents=True, exist_ok=True)
+    if not (data / "meta.properties").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        cluster_id = (
+            subprocess.run(  # noqa: S603
+                [_java(), *log_props, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        formatted = subprocess.run(  # noqa: S603
+            [
+                _java(),
+                *log_props,
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(config),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if formatted.returncode != 0:
+            raise StackError(
+                f"kafka: formatting the KRaft storage failed:\n{formatted.stdout}{formatted.stderr}"
+            )
+    heap = os.environ.get("KAFKA_HEAP_OPTS", "-Xms256m -Xmx1g")
+    spawn(
+        "kafka",
+        [
+            _java(),
+            *heap.split(),
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            *log_props,
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(config),
+        ],
+        platform_env(),
+    )
+    wait_for("kafka", _kafka_ready, 90)
+    print(f"  kafka: started on {KAFKA_BOOTSTRAP} (logs {LOGS / 'kafka'})")
+
+
+def _kafka_ready() -> bool:
+    if not port_open(PORTS["kafka"]):
+        return False
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({"bootstrap.servers": KAFKA_BOOTSTRAP}).list_topics(timeout=2)
+    except Exception:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- registry + mlflow
+
+
+def start_registry() -> None:
+    url = f"http://{HOST}:{PORTS['schema-registry']}/ready"
+    if http_ok(url):
+        print(f"  schema-registry: running on {REGISTRY_URL}")
+        return
+    env = platform_env()
+    env.update(SCHEMA_REGISTRY_HOST=HOST, SCHEMA_REGISTRY_PORT=str(PORTS["schema-registry"]))
+    spawn("schema-registry", [PYTHON, "-m", "schema_registry_server"], env)
+    wait_for("schema-registry", lambda: http_ok(url), 60)
+    print(f"  schema-registry: started on {REGISTRY_URL}")
+
+
+def start_mlflow() -> None:
+    url = f"{MLFLOW_URL}/health"
+    if http_ok(url):
+        print(f"  mlflow: running on {MLFLOW_URL}")
+        return
+    home = STATE / "mlflow"
+    (home / "artifacts").mkdir(parents=True, exist_ok=True)
+    mlflow = str(Path(PYTHON).parent / "mlflow")
+    env = platform_env()
+    # The server must not think it is its own client: drop a tracking URI inherited from the env.
+    env.pop("MLFLOW_TRACKING_URI", None)
+    spawn(
+        "mlflow",
+        [
+            mlflow,
+            "server",
+            "--host",
+            HOST,
+            "--port",
+            str(PORTS["mlflow"]),
+            "--backend-store-uri",
+            f"sqlite:///{home / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(home / "artifacts"),
+            "--serve-artifacts",
+            "--workers",
+            "2",
+        ],
+        env,
+    )
+    wait_for("mlflow", lambda: http_ok(url), 120)
+    print(f"  mlflow: started on {MLFLOW_URL}")
+
+
+def provision() -> None:
+    result = subprocess.run(  # noqa: S603
+        [PYTHON, "-m", "mlops_platform.provision", "apply"],
+        env=platform_env(),
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError("provisioning topics and schemas failed (output above)")
+
+
+# --------------------------------------------------------------------------- services
+
+
+def _instance_names(spec: ServiceSpec) -> list[tuple[str, int]]:
+    """Running instances of a service: (process name, index)."""
+    names = []
+    for path in sorted(RUN.glob(f"{spec.name}*.pid")):
+        stem = path.stem
+        if stem == spec.name:
+            names.append((stem, 1))
+        elif stem.startswith(f"{spec.name}-") and stem.rsplit("-", 1)[1].isdigit():
+            names.append((stem, int(stem.rsplit("-", 1)[1])))
+    return names
+
+
+def _instance_name(spec: ServiceSpec, index: int) -> str:
+    return spec.name if index == 1 else f"{spec.name}-{index}"
+
+
+def service_available(spec: ServiceSpec) -> bool:
+    """A service can run once its package ships an entry point (``python -m module``)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(f"{spec.module}.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def start_service(spec: ServiceSpec, index: int = 1, timeout_s: float = 120) -> None:
+    name = _instance_name(spec, index)
+    port = spec.instance_port(index)
+    ready_url = f"http://{HOST}:{port}/ready"
+    if running_pid(name) and http_ok(ready_url):
+        print(f"  {name}: running on http://{HOST}:{port}")
+        return
+    env = platform_env()
+    env[f"{spec.env_prefix}HTTP_HOST"] = HOST
+    env[f"{spec.env_prefix}HTTP_PORT"] = str(port)
+    env[f"{spec.env_prefix}INSTANCE_ID"] = f"{name}@{socket.gethostname()}"
+    spawn(name, [PYTHON, "-m", spec.module], env)
+    wait_for(name, lambda: http_ok(ready_url), timeout_s)
+    print(f"  {name}: started on http://{HOST}:{port} (docs: /docs)")
+
+
+def scale(service: str, instances: int) -> None:
+    spec = SERVICE_BY_NAME.get(service)
+    if spec is None:
+        raise StackError(f"unknown service {service!r}; known: {', '.join(SERVICE_BY_NAME)}")
+    if instances < 1:
+        raise StackError("a service needs at least one instance")
+    running = _instance_names(spec)
+    for index in range(1, instances + 1):
+        start_service(spec, index)
+    for name, index in running:
+        if index > instances:
+            stop(name)
+            print(f"  {name}: stopped (scaled to {instances})")
+
+
+def ensure_champion() -> None:
+    """Train and register the first champion if the registry has none."""
+    result = subprocess.run(  # noqa: S603
+        [PYTHON, str(ROOT / "scripts" / "bootstrap_model.py")],
+        env=platform_env(),
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError("training the first champion model failed (output above)")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+INFRA = ["kafka", "schema-registry", "mlflow"]
+
+
+def up(infra_only: bool) -> None:
+    print("Starting the local stack...")
+    start_kafka()
+    start_registry()
+    start_mlflow()
+    provision()
+    if infra_only:
+        return
+    services = [spec for spec in SERVICES if service_available(spec)]
+    if any(spec.needs_model for spec in services):
+        ensure_champion()
+    for spec in services:
+        start_service(spec)
+
+
+def down(infra: bool, services: bool) -> None:
+    if services:
+        for spec in reversed(SERVICES):
+            for name, _index in _instance_names(spec):
+                if stop(name):
+                    print(f"  {name}: stopped")
+    if infra:
+        for name in reversed(INFRA):
+            if stop(name, timeout_s=60):
+                print(f"  {name}: stopped")
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    pid: int | None
+    url: str
+    healthy: bool
+    details: dict[str, object] = field(default_factory=dict)
+
+
+def collect_status() -> list[ComponentStatus]:
+    rows = [
+        ComponentStatus("kafka", running_pid("kafka"), KAFKA_BOOTSTRAP, port_open(PORTS["kafka"])),
+        ComponentStatus(
+            "schema-registry",
+            running_pid("schema-registry"),
+            REGISTRY_URL,
+            http_ok(f"http://{HOST}:{PORTS['schema-registry']}/ready"),
+        ),
+        ComponentStatus("mlflow", running_pid("mlflow"), MLFLOW_URL, http_ok(f"{MLFLOW_URL}/health")),
+    ]
+    for spec in SERVICES:
+        instances = _instance_names(spec) or [(spec.name, 1)]
+        for name, index in instances:
+            url = f"http://{HOST}:{spec.instance_port(index)}"
+            rows.append(ComponentStatus(name, running_pid(name), url, False, _readiness(url)))
+            rows[-1].healthy = bool(rows[-1].details.get("ready"))
+    return rows
+
+
+def _readiness(url: str) -> dict[str, object]:
+    try:
+        with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:  # noqa: S310
+            body: dict[str, object] = json.loads(response.read())
+            return body
+    except urllib.error.HTTPError as exc:
+        try:
+            parsed: dict[str, object] = json.loads(exc.read())
+            return parsed
+        except ValueError:
+            return {"ready": False}
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
+
+
+def print_status(as_json: bool) -> bool:
+    rows = collect_status()
+    if as_json:
+        print(json.dumps([row.__dict__ for row in rows], indent=2, default=str))
+        return all(row.healthy for row in rows if row.pid)
+    print(f"{'component':<18} {'state':<10} {'pid':>7}  url")
+    for row in rows:
+        state = "healthy" if row.healthy else ("starting" if row.pid else "stopped")
+        if row.pid and not row.healthy and row.details:
+            state = "degraded"
+        print(f"{row.name:<18} {state:<10} {row.pid or '-':>7}  {row.url}")
+        checks = row.details.get("checks")
+        if isinstance(checks, dict) and not row.healthy:
+            for check, result in checks.items():
+                if isinstance(result, dict) and not result.get("ok"):
+                    print(f"{'':<18}   ! {check}: {result.get('detail')}")
+    return all(row.healthy for row in rows if row.pid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up")
+    p_up.add_argument("--infra", action="store_true", help="only Kafka, registry, MLflow and provisioning")
+    p_down = sub.add_parser("down")
+    p_down.add_argument("--services", action="store_true", help="only the services")
+    p_status = sub.add_parser("status")
+    p_status.add_argument("--json", action="store_true")
+    p_scale = sub.add_parser("scale")
+    p_scale.add_argument("service")
+    p_scale.add_argument("instances", type=int)
+    p_restart = sub.add_parser("restart")
+    p_restart.add_argument("name")
+    sub.add_parser("provision")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            up(args.infra)
+        elif args.command == "down":
+            down(infra=not args.services, services=True)
+        elif args.command == "status":
+            return 0 if print_status(args.json) else 1
+        elif args.command == "scale":
+            scale(args.service, args.instances)
+        elif args.command == "restart":
+            restart(args.name)
+        elif args.command == "provision":
+            provision()
+    except StackError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def restart(name: str) -> None:
+    starters = {"kafka": start_kafka, "schema-registry": start_registry, "mlflow": start_mlflow}
+    stop(name, timeout_s=60)
+    if name in starters:
+        starters[name]()
+    elif name in SERVICE_BY_NAME:
+        start_service(SERVICE_BY_NAME[name])
+    else:
+        raise StackError(f"unknown component {name!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""The shared Kafka plumbing against the real broker and schema registry."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from mlops_platform.contracts import Topic, make_event
+from mlops_platform.kafka import (
+    ConsumerLoop,
+    EventProducer,
+    Output,
+    Record,
+    RetryableError,
+    TransactionalLoop,
+)
+from mlops_platform.serde import AvroSerde
+from mlops_platform.settings import PlatformSettings
+from tests.conftest import consume, drain
+
+FEEDBACK = Topic.PREDICTION_FEEDBACK
+
+
+def feedback(transaction_id: str, is_fraud: bool = False) -> dict[str, Any]:
+    return make_event(
+        "test", {"transaction_id": transaction_id, "is_fraud": is_fraud, "label_source": "simulation"}
+    )
+
+
+def headers_of(msg: Any) -> dict[str, bytes]:
+    return {key: value for key, value in (msg.headers() or [])}
+
+
+def test_avro_round_trip_through_a_real_topic(
+    platform_settings: PlatformSettings,
+    serde: AvroSerde,
+    topic_factory: Callable[..., str],
+    consumer_factory: Callable[..., Consumer],
+) -> None:
+    topic = topic_factory("roundtrip")
+    producer = EventProducer(platform_settings, "test", serde)
+    sent = feedback("t-roundtrip", is_fraud=True)
+    partition, offset = producer.publish(topic, sent, key="t-roundtrip", schema_topic=FEEDBACK)
+    assert offset >= 0 and partition == 0
+
+    [msg] = consume(consumer_factory(topic), 1)
+    assert msg.value()[0] == 0, "Confluent wire format starts with the magic byte"
+    decoded = serde.decode(topic, msg.value(), schema_topic=FEEDBACK)
+    assert decoded["transaction_id"] == "t-roundtrip" and decoded["is_fraud"] is True
+    assert decoded["envelope"]["event_id"] == sent["envelope"]["event_id"]
+    assert msg.key() == b"t-roundtrip"
+
+
+def test_poison_messages_go_to_the_dead_letter_topic_and_good_ones_go_through(
+    platform_settings: PlatformSettings,
+    serde: AvroSerde,
+    topic_factory: Callable[..., str],
+    consumer_factory: Callable[..., Consumer],
+) -> None:
+    source, dead = topic_factory("source"), topic_factory("dlq")
+    producer = EventProducer(platform_settings, "test", serde)
+    for index in range(5):
+        producer.produce(source, feedback(f"good-{index}"), key=f"good-{index}", schema_topic=FEEDBACK)
+    producer.produce_raw(source, b"\x00not avro at all", b"garbage", headers=[("origin", b"fuzz")])
+    producer.produce(source, feedback("explodes"), key="explodes", schema_topic=FEEDBACK)
+    for index in range(5, 8):
+        producer.produce(source, feedback(f"good-{index}"), key=f"good-{index}", schema_topic=FEEDBACK)
+    assert producer.flush() == 0
+
+    handled: list[str] = []
+
+    def handler(records: list[Record]) -> None:
+        for record in records:
+            if record.value["transaction_id"] == "explodes":
+                raise ValueError("cannot handle this one")
+        handled.extend(r.value["transaction_id"] for r in records)
+
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    loop = ConsumerLoop(
+        settings=platform_settings,
+        service="test",
+        group_id=group,
+        topics=[source],
+        handler=handler,
+        serde=serde,
+        producer=producer,
+        schema_topics={source: FEEDBACK},
+        dead_letter_topic=dead,
+        batch_size=100,
+    )
+    loop.start_in_thread()
+    dead_letters = consume(consumer_factory(dead), 2, timeout_s=60)
+    loop.stop()
+    loop.join(30)
+
+    assert sorted(handled) == sorted(f"good-{i}" for i in range(8))
+    by_key = {msg.key(): msg for msg in dead_letters}
+    assert set(by_key) == {b"garbage", b"explodes"}
+    garbage = headers_of(by_key[b"garbage"])
+    assert by_key[b"garbage"].value() == b"\x00not avro at all", "original bytes are kept"
+    assert garbage["dlq.original.topic"] == source.encode()
+    assert garbage["dlq.original.partition"] == b"0"
+    assert garbage["dlq.original.offset"] == b"5"
+    assert garbage["dlq.stage"] == b"deserialize"
+    assert garbage["dlq.error.class"] == b"SerializationError"
+    assert garbage["origin"] == b"fuzz", "original headers are kept"
+    explodes = headers_of(by_key[b"explodes"])
+    assert explodes["dlq.stage"] == b"process"
+    assert explodes["dlq.error.class"] == b"ValueError"
+    assert b"cannot handle this one" in explodes["dlq.error.message"]
+
+    # Offsets were committed after the batch: the group has nothing left to read.
+    again = consumer_factory(source, **{"group.id": group})
+    assert drain(again, quiet_s=3) == []
+
+
+def test_retryable_failure_rewinds_instead_of_dead_lettering(
+    platform_settings: PlatformSettings,
+    serde: AvroSerde,
+    topic_factory: Callable[..., str],
+    consumer_factory: Callable[..., Consumer],
+) -> None:
+    source, dead = topic_factory("retry"), topic_factory("retry-dlq")
+    producer = EventProducer(platform_settings, "test", serde)
+    for index in range(3):
+        producer.produce(source, feedback(f"r-{index}"), schema_topic=FEEDBACK)
+    producer.flush()
+    attempts = {"count": 0}
+    handled: list[str] = []
+    done = threading.Event()
+
+    def handler(records: list[Record]) -> None:
+        attempts["count"] += 1
+        if attempts["count"] <= 2:
+            raise RetryableError("dependency down")
+        handled.extend(r.value["transaction_id"] for r in records)
+        if len(handled) >= 3:
+            done.set()
+
+    loop = ConsumerLoop(
+        settings=platform_settings,
+        service="test",
+        group_id=f"test-{uuid.uuid4().hex[:8]}",
+        topics=[source],
+        handler=handler,
+        serde=serde,
+        producer=producer,
+        schema_topics={source: FEEDBACK},
+        dead_letter_topic=dead,
+        retry_backoff_s=0.2,
+    )
+    loop.start_in_thread()
+    assert done.wait(60), "records were not retried after the transient failure"
+    loop.stop()
+    loop.join(30)
+    assert sorted(handled) == ["r-0", "r-1", "r-2"]
+    assert attempts["count"] >= 3
+    assert drain(consumer_factory(dead), quiet_s=2) == []
+
+
+def test_aborted_transaction_is_invisible_to_read_committed_consumers(
+    platform_settings: PlatformSettings,
+    serde: AvroSerde,
+    topic_factory: Callable[..., str],
+    consumer_factory: Callable[..., Consumer],
+) -> None:
+    topic = topic_factory("txn")
+    producer = EventProducer(platform_settings, "test", serde, transactional_id=f"test-{uuid.uuid4()}")
+    raw = producer.raw
+    raw.init_transactions(30)
+    raw.begin_transaction()
+    producer.produce(topic, feedback("aborted"), schema_topic=FEEDBACK)
+    raw.flush(30)
+    raw.abort_transaction(30)
+    raw.begin_transaction()
+    producer.produce(topic, feedback("committed"), schema_topic=FEEDBACK)
+    raw.commit_transaction(30)
+
+    committed = drain(consumer_factory(topic, isolation="read_committed"), quiet_s=3)
+    everything = drain(consumer_factory(topic, isolation="read_uncommitted"), quiet_s=3)
+
+    def decode(msgs: list[Any]) -> list[str]:
+        return [serde.decode(topic, m.value(), schema_topic=FEEDBACK)["transaction_id"] for m in msgs]
+
+    assert decode(committed) == ["committed"]
+    assert decode(everything) == ["aborted", "committed"]
+
+
+def test_transactional_loop_commits_outputs_and_offsets_together(
+    platform_settings: PlatformSettings,
+    serde: AvroSerde,
+    topic_factory: Callable[..., str],
+    consumer_factory: Callable[..., Consumer],
+) -> None:
+    source, output, dead = topic_factory("eos-in", 3), topic_factory("eos-out", 3), topic_factory("eos-dlq")
+    producer = EventProducer(platform_settings, "test", serde)
+    ids = [f"e-{index}" for index in range(60)]
+    for transaction_id in ids:
+        producer.produce(source, feedback(transaction_id), key=transaction_id, schema_topic=FEEDBACK)
+    producer.produce_raw(source, b"junk", b"junk")
+    producer.flush()
+
+    failures = {"left": 2}
+
+    def transform(records: list[Record]) -> list[Output]:
+        # The first two transactions fail after producing nothing durable: they must be
+        # aborted and the same records consumed again, not skipped or duplicated.
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise RetryableError("simulated transient failure")
+        return [
+            Output(output, make_event("test", {**r.value, "is_fraud": True}, cause=r.envelope), r.key)
+            for r in records
+        ]
+
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    loop = TransactionalLoop(
+        settings=platform_settings,
+        service="test",
+        group_id=group,
+        topics=[source],
+        transform=transform,
+        serde=serde,
+        transactional_id=f"test-{uuid.uuid4()}",
+        schema_topics={source: FEEDBACK},
+        output_schema_topics={output: FEEDBACK},
+        dead_letter_topic=dead,
+        batch_size=25,
+        retry_backoff_s=0.2,
+    )
+    loop.start_in_thread()
+    produced = consume(consumer_factory(output), len(ids), timeout_s=90)
+    dead_letters = consume(consumer_factory(dead), 1, timeout_s=30)
+    loop.stop()
+    loop.join(30)
+
+    results = [serde.decode(output, m.value(), schema_topic=FEEDBACK) for m in produced]
+    assert sorted(r["transaction_id"] for r in results) == sorted(ids), "each input exactly once"
+    assert all(r["is_fraud"] for r in results)
+    assert all(r["envelope"]["causation_id"] for r in results)
+    assert [m.key() for m in dead_letters] == [b"junk"]
+    assert failures["left"] == 0
+    assert drain(consumer_factory(output), quiet_s=3)[len(ids) :] == [], "no duplicates after the aborts"
+    assert drain(consumer_factory(source, **{"group.id": group}), quiet_s=3) == [], "offsets committed"
+
+
+def test_a_plain_confluent_client_reads_project_events_via_the_registry(
+    platform_settings: PlatformSettings,
+    serde: AvroSerde,
+    topic_factory: Callable[..., str],
+) -> None:
+    """An outside consumer needs only confluent_kafka and the registry URL."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    topic = topic_factory("external")
+    EventProducer(platform_settings, "test", serde).publish(topic, feedback("ext-1"), schema_topic=FEEDBACK)
+
+    registry = SchemaRegistryClient({"url": platform_settings.schema_registry_url})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": platform_settings.kafka_bootstrap_servers,
+            "group.id": f"ext-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    try:
+        [msg] = consume(consumer, 1)
+    finally:
+        consumer.close()
+    decoded = AvroDeserializer(registry)(msg.value(), SerializationContext(topic, MessageField.VALUE))
+    assert decoded["transaction_id"] == "ext-1"
+
+    # ...and can produce an event the project decodes, using the registered contract.
+    latest = registry.get_latest_version(f"{FEEDBACK}-value")
+    serializer = AvroSerializer(registry, latest.schema.schema_str, conf={"auto.register.schemas": False})
+    data = serializer(feedback("ext-2"), SerializationContext(FEEDBACK, MessageField.VALUE))
+    plain = Producer({"bootstrap.servers": platform_settings.kafka_bootstrap_servers})
+    plain.produce(topic, data)
+    plain.flush(30)
+    assert serde.decode(topic, data, schema_topic=FEEDBACK)["transaction_id"] == "ext-2"
