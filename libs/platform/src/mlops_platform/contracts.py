@@ -110,7 +110,6 @@ class Catalogue:
         return [spec for spec in self.topics if spec.value_schema is not None]
 
 
-@lru_cache(maxsize=256)
 def _load_schema(path: Path, envelope_path: Path) -> str:
     try:
         schema = json.loads(path.read_text())
@@ -188,5 +187,10 @@ def new_envelope(
 def make_event(
     source: str, payload: Mapping[str, Any], cause: Mapping[str, Any] | None = None, **envelope_kw: Any
 ) -> dict[str, Any]:
-    """An event value ready to serialise: the envelope plus the payload fields."""
-    return {"envelope": new_envelope(source, cause, **envelope_kw), **payload}
+    """An event value ready to serialise: a new envelope plus the payload fields.
+
+    An ``envelope`` key inside ``payload`` (e.g. when deriving from a decoded event)
+    is replaced, never reused: every event gets its own identity.
+    """
+    fields = {key: value for key, value in payload.items() if key != "envelope"}
+    return {"envelope": new_envelope(source, cause, **envelope_kw), **fields}

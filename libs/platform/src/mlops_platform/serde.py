@@ -121,6 +121,10 @@ class AvroSerde:
                 raise self._wrap(exc, spec.name, "register") from exc
         return ids
 
+    def close(self) -> None:
+        """Release the registry client's HTTP connections."""
+        self.registry.close()
+
     @staticmethod
     def _wrap(exc: BaseException, topic: str, stage: str) -> Exception:
         if isinstance(exc, SerializationError | SchemaRegistryUnavailable):
