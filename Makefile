@@ -6,6 +6,14 @@ UV := python3 -m uv
 PY := .venv/bin/python
 STACK := $(PY) scripts/stack.py
 
+# Ports of the local stack; clients get matching connection settings unless set explicitly.
+export KAFKA_PORT ?= 9092
+export SCHEMA_REGISTRY_PORT ?= 8081
+export MLFLOW_PORT ?= 5000
+export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
+export SCHEMA_REGISTRY_URL ?= http://127.0.0.1:$(SCHEMA_REGISTRY_PORT)/apis/ccompat/v7
+export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
+
 .PHONY: help bootstrap stack-up stack-down stack-status up down status run test lint typecheck \
         test-unit test-integration provision check-schemas bench demo
 
