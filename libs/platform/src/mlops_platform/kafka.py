@@ -513,7 +513,7 @@ class _LoopBase:
             for tp in self.consumer.position(self.consumer.assignment()):
                 _low, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)
                 total += max(high - (tp.offset if tp.offset >= 0 else high), 0)
-        except KafkaException:
+        except (KafkaException, RuntimeError):  # RuntimeError: consumer already closed (shutdown)
             return -1
         return total
 

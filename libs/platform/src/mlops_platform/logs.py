@@ -16,6 +16,16 @@ from typing import Any
 import structlog
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is *now* (test runners and daemons swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     """Configure structlog and the standard library logging for one service process."""
     log_level = logging.getLevelName(level.upper())
@@ -34,12 +44,12 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(log_level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
     # Route third-party stdlib logging (uvicorn, kafka callbacks) through the same format.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_CurrentStderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=renderer, foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared]
