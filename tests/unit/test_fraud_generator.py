@@ -114,6 +114,7 @@ def test_scenario_catalogue() -> None:
         "merchant_mix_shift",
         "amount_inflation",
         "new_fraud_pattern",
+        "fraud_wave",
         "night_shift",
         "device_shift",
     }
@@ -132,7 +133,7 @@ def test_baseline_is_stable_across_seeds(baseline_features: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(
-    "scenario", ["merchant_mix_shift", "amount_inflation", "night_shift", "device_shift"]
+    "scenario", ["merchant_mix_shift", "amount_inflation", "fraud_wave", "night_shift", "device_shift"]
 )
 def test_scenario_shifts_its_features_and_leaves_others(scenario: str, baseline_features: np.ndarray) -> None:
     shifted = build_features(TransactionGenerator(seed=303, scenario=scenario).generate_frame(N_ROWS))

@@ -82,16 +82,15 @@ def test_rejects_unusable_data(training_rows: pd.DataFrame) -> None:
         train(training_rows[~training_rows[LABEL_KEY]].head(2_000))
 
 
-def test_new_fraud_pattern_degrades_model_and_retraining_recovers(result: TrainingResult) -> None:
+@pytest.mark.parametrize("scenario", ["new_fraud_pattern", "fraud_wave"])
+def test_concept_drift_degrades_model_and_retraining_recovers(result: TrainingResult, scenario: str) -> None:
     def auc(model: TrainingResult, rows: pd.DataFrame) -> float:
         scores = model.predict_proba(build_features(rows))
         return fds_metrics(rows[LABEL_KEY], scores, model.threshold)["auc_roc"]
 
     baseline = TransactionGenerator(seed=31).generate_frame(30_000)
-    drifted = TransactionGenerator(seed=31, scenario="new_fraud_pattern").generate_frame(30_000)
+    drifted = TransactionGenerator(seed=31, scenario=scenario).generate_frame(30_000)
     assert auc(result, baseline) > 0.93
     assert auc(result, drifted) < auc(result, baseline) - 0.15
-    retrained = train(
-        TransactionGenerator(seed=32, scenario="new_fraud_pattern").generate_frame(30_000), seed=5
-    )
+    retrained = train(TransactionGenerator(seed=32, scenario=scenario).generate_frame(30_000), seed=5)
     assert auc(retrained, drifted) > 0.93

@@ -52,6 +52,10 @@ SCENARIOS: Final[dict[str, str]] = {
         "merchants on old accounts with low amounts; marginal feature drift is mild but the "
         "baseline model misses them."
     ),
+    "fraud_wave": (
+        "Data and concept drift together: the merchant mix of merchant_mix_shift while fraud "
+        "moves to the new_fraud_pattern modi operandi; a model retrained on recent labels wins."
+    ),
     "night_shift": "Activity moves into the evening and night (hour-of-day distribution shifts).",
     "device_shift": (
         "Customers move from desktop to phones and tablets and many change devices "
@@ -72,6 +76,14 @@ _AFFECTED: Final[dict[str, tuple[str, ...]]] = {
     ),
     "amount_inflation": ("amount", "amount_sum_24h", "amount_avg_30d", "log_amount", "amount_to_limit"),
     "new_fraud_pattern": (),
+    "fraud_wave": (
+        "merchant_category",
+        "merchant_risk_score",
+        "amount",
+        "log_amount",
+        "amount_to_avg_ratio",
+        "amount_to_limit",
+    ),
     "night_shift": ("hour_of_day", "is_night"),
     "device_shift": ("device_type", "is_new_device"),
 }
@@ -315,6 +327,7 @@ _SCENARIO_PARAMS: Final[dict[str, _ScenarioParams]] = {
     "merchant_mix_shift": _ScenarioParams(category_mix=_SHIFTED_CATEGORY_MIX),
     "amount_inflation": _ScenarioParams(amount_factor=1.8),
     "new_fraud_pattern": _ScenarioParams(fraud_patterns=_NEW_PATTERNS),
+    "fraud_wave": _ScenarioParams(category_mix=_SHIFTED_CATEGORY_MIX, fraud_patterns=_NEW_PATTERNS),
     "night_shift": _ScenarioParams(hours=_NIGHT_HOURS),
     "device_shift": _ScenarioParams(
         online_devices=(0.55, 0.20, 0.25), app_tablet_share=0.30, new_device_rate=0.25
