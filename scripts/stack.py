@@ -2,6 +2,7 @@
 """Local constellation without Docker: install, start, stop and inspect every process.
 
     python scripts/stack.py up [--infra]     start Kafka, schema registry, MLflow (+ provisioning),
+                                             Prometheus and Alertmanager (when installed),
                                              then the services unless --infra
     python scripts/stack.py down [--infra]   stop the services (and the infrastructure unless --services)
     python scripts/stack.py status [--json]  what runs, where, and whether it is healthy
@@ -9,6 +10,9 @@
     python scripts/stack.py restart NAME     stop and start one component
 
 Everything lives under ``.stack/`` (git-ignored): binaries, data, logs and pid files.
+Prometheus and Alertmanager come from Debian's packages (``prometheus``,
+``prometheus-alertmanager``), installed on first use when running as root; without them
+the stack runs unobserved (a warning says so), and ``STACK_OBSERVABILITY=0`` skips them.
 Every command is idempotent: starting what already runs healthy does nothing, and a
 stale pid file is cleaned up. Ports and hosts come from the environment (see PORTS).
 """
@@ -407,6 +411,270 @@ def provision() -> None:
         raise StackError("provisioning topics and schemas failed (output above)")
 
 
+# --------------------------------------------------------------------------- prometheus + alertmanager
+
+
+PROMETHEUS_HOME = STATE / "prometheus"
+ALERTMANAGER_HOME = STATE / "alertmanager"
+SCRAPE_TARGETS = PROMETHEUS_HOME / "targets"
+PROMETHEUS_URL = f"http://{HOST}:{PORTS['prometheus']}"
+ALERTMANAGER_URL = f"http://{HOST}:{PORTS['alertmanager']}"
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.local.yml"
+PROMETHEUS_RULES = ROOT / "deploy" / "prometheus" / "rules"
+ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.local.yml"
+# Debian package -> the binaries it ships (Debian renames Alertmanager's binary).
+OBSERVABILITY_PACKAGES = {
+    "prometheus": ("prometheus",),
+    "prometheus-alertmanager": ("prometheus-alertmanager", "alertmanager"),
+}
+# Jobs of prometheus.local.yml that scrape infrastructure, and the PORTS entry of each.
+_INFRA_JOBS = {name: name for name in ("prometheus", "alertmanager", "schema-registry")}
+
+
+def observability_enabled() -> bool:
+    return os.environ.get("STACK_OBSERVABILITY", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def _which(*names: str) -> str | None:
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def prometheus_binary() -> str | None:
+    return _which(*OBSERVABILITY_PACKAGES["prometheus"])
+
+
+def alertmanager_binary() -> str | None:
+    return _which(*OBSERVABILITY_PACKAGES["prometheus-alertmanager"])
+
+
+def install_observability() -> bool:
+    """Install Debian's Prometheus and Alertmanager when missing; True when both are there.
+
+    Only as root with apt-get; otherwise (or when apt fails) a warning says how to install
+    them and the stack goes on without: they are optional locally.
+    """
+    missing = [pkg for pkg, binaries in OBSERVABILITY_PACKAGES.items() if _which(*binaries) is None]
+    if not missing:
+        return True
+    hint = f"install them with `sudo apt-get install {' '.join(OBSERVABILITY_PACKAGES)}`"
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        why = "no apt-get" if shutil.which("apt-get") is None else "not root"
+        print(f"  WARNING: {', '.join(missing)} not installed ({why}): running without metrics; {hint}")
+        return False
+    print(f"  observability: installing {' '.join(missing)} from Debian's packages (first run only)...")
+    LOGS.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    with _log_file("observability-install").open("w") as log:
+        for argv in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        ):
+            result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
+            if result.returncode != 0:
+                print(
+                    f"  WARNING: `{' '.join(argv)}` failed (see {_log_file('observability-install')}): "
+                    f"running without metrics; {hint}"
+                )
+                return False
+    _disable_system_units(missing)
+    return prometheus_binary() is not None and alertmanager_binary() is not None
+
+
+def _disable_system_units(packages: list[str]) -> None:
+    """Stop the system-wide instances Debian's packages start under systemd.
+
+    They would hold the ports the stack uses (Prometheus 9090, Alertmanager 9093 which is
+    also the Kafka controller's); the stack runs its own instances with its own data.
+    """
+    if not Path("/run/systemd/system").is_dir() or shutil.which("systemctl") is None:
+        return
+    units = [f"{pkg}.service" for pkg in packages]
+    subprocess.run(["systemctl", "disable", "--now", *units], capture_output=True, check=False)
+    print(f"  observability: disabled the system units {', '.join(units)} (the stack runs its own)")
+
+
+def _scrape_labels(job_name: str) -> dict[str, str]:
+    """Target labels of a job in prometheus.local.yml (e.g. ``tier: service``)."""
+    import yaml
+
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    for job in config.get("scrape_configs", []):
+        if job.get("job_name") == job_name:
+            labels: dict[str, str] = {}
+            for static in job.get("static_configs", []):
+                labels.update({str(k): str(v) for k, v in (static.get("labels") or {}).items()})
+            return labels
+    return {}
+
+
+def _targets_file(spec: ServiceSpec) -> Path:
+    return SCRAPE_TARGETS / f"{spec.name}.json"
+
+
+def scrape_targets(spec: ServiceSpec) -> list[str]:
+    """The instances of a service Prometheus scrapes (``host:port``)."""
+    try:
+        groups = json.loads(_targets_file(spec).read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(target) for group in groups for target in group.get("targets", [])]
+
+
+def set_scrape_target(spec: ServiceSpec, index: int, present: bool) -> None:
+    """Add (an instance started) or remove (stopped on purpose) one instance from the scrape.
+
+    An instance stays listed while it is expected to run, so a crash shows as ``up == 0``
+    (the ServiceDown alert) instead of the target silently disappearing. Prometheus
+    watches the file (file_sd), no reload needed.
+    """
+    target = f"{HOST}:{spec.instance_port(index)}"
+    current = scrape_targets(spec)
+    if present and target in current:
+        return
+    targets = sorted({*current, target}) if present else [t for t in current if t != target]
+    groups = [{"targets": targets, "labels": _scrape_labels(spec.name)}] if targets else []
+    _write_atomic(_targets_file(spec), json.dumps(groups, indent=2) + "\n")
+
+
+def clear_scrape_targets() -> None:
+    for spec in SERVICES:
+        if _targets_file(spec).exists():
+            _write_atomic(_targets_file(spec), "[]\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def render_prometheus_config() -> Path:
+    """deploy/prometheus/prometheus.local.yml with this stack's ports, rules and target files."""
+    import yaml
+
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    # Absolute: the rendered file lives under .stack/, the rules stay in the repository.
+    config["rule_files"] = [str(PROMETHEUS_RULES / "*.yml")]
+    for alertmanagers in config.get("alerting", {}).get("alertmanagers", []):
+        for static in alertmanagers.get("static_configs", []):
+            static["targets"] = [f"{HOST}:{PORTS['alertmanager']}"]
+    for job in config.get("scrape_configs", []):
+        name = job["job_name"]
+        if name in SERVICE_BY_NAME:
+            # Instances come and go (scale, restart): read them from a file the stack maintains.
+            job.pop("static_configs", None)
+            targets_file = _targets_file(SERVICE_BY_NAME[name])
+            if not targets_file.exists():
+                _write_atomic(targets_file, "[]\n")
+            job["file_sd_configs"] = [{"files": [str(targets_file)], "refresh_interval": "10s"}]
+        elif name in _INFRA_JOBS:
+            for static in job.get("static_configs", []):
+                static["targets"] = [f"{HOST}:{PORTS[_INFRA_JOBS[name]]}"]
+    path = PROMETHEUS_HOME / "prometheus.yml"
+    header = f"# Rendered by scripts/stack.py from {PROMETHEUS_CONFIG.relative_to(ROOT)}: edit that file.\n"
+    _write_atomic(path, header + yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def render_alertmanager_config() -> Path:
+    """deploy/alertmanager/alertmanager.local.yml pointing at this stack's alerter."""
+    import yaml
+
+    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    alerter = SERVICE_BY_NAME["alerter"]
+    for receiver in config.get("receivers", []):
+        for webhook in receiver.get("webhook_configs", []):
+            if str(webhook.get("url", "")).endswith("/alertmanager"):
+                webhook["url"] = f"http://{HOST}:{alerter.port}/alertmanager"
+    path = ALERTMANAGER_HOME / "alertmanager.yml"
+    header = f"# Rendered by scripts/stack.py from {ALERTMANAGER_CONFIG.relative_to(ROOT)}: edit that file.\n"
+    _write_atomic(path, header + yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _post(url: str) -> bool:
+    request = urllib.request.Request(url, method="POST")  # noqa: S310 - local URLs only
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return bool(200 <= response.status < 300)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def start_alertmanager() -> None:
+    config = render_alertmanager_config()
+    ready = f"{ALERTMANAGER_URL}/-/ready"
+    if http_ok(ready):
+        _post(f"{ALERTMANAGER_URL}/-/reload")
+        print(f"  alertmanager: running on {ALERTMANAGER_URL}")
+        return
+    binary = alertmanager_binary()
+    if binary is None:
+        raise StackError("alertmanager: not installed (apt-get install prometheus-alertmanager)")
+    spawn(
+        "alertmanager",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={ALERTMANAGER_HOME / 'data'}",
+            f"--web.listen-address={HOST}:{PORTS['alertmanager']}",
+            f"--web.external-url={ALERTMANAGER_URL}",
+            # A single instance: no gossip (it would also bind 0.0.0.0:9094).
+            "--cluster.listen-address=",
+        ],
+        platform_env(),
+    )
+    wait_for("alertmanager", lambda: http_ok(ready), 60)
+    print(f"  alertmanager: started on {ALERTMANAGER_URL} (routes to the alerter's /alertmanager)")
+
+
+def start_prometheus() -> None:
+    config = render_prometheus_config()
+    ready = f"{PROMETHEUS_URL}/-/ready"
+    if http_ok(ready):
+        # Pick up a changed config or rule file (started with --web.enable-lifecycle).
+        _post(f"{PROMETHEUS_URL}/-/reload")
+        print(f"  prometheus: running on {PROMETHEUS_URL}")
+        return
+    binary = prometheus_binary()
+    if binary is None:
+        raise StackError("prometheus: not installed (apt-get install prometheus)")
+    spawn(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={PROMETHEUS_HOME / 'data'}",
+            "--storage.tsdb.retention.time=7d",
+            f"--web.listen-address={HOST}:{PORTS['prometheus']}",
+            f"--web.external-url={PROMETHEUS_URL}",
+            "--web.enable-lifecycle",
+        ],
+        platform_env(),
+    )
+    wait_for("prometheus", lambda: http_ok(ready), 90)
+    print(f"  prometheus: started on {PROMETHEUS_URL} (rules: {PROMETHEUS_RULES.relative_to(ROOT)})")
+
+
+def start_observability() -> None:
+    """Alertmanager, then Prometheus; optional locally, so a failure is a warning."""
+    if not observability_enabled():
+        print("  observability: skipped (STACK_OBSERVABILITY=0)")
+        return
+    if not install_observability():
+        return
+    try:
+        start_alertmanager()
+        start_prometheus()
+    except StackError as exc:
+        print(f"  WARNING: running without metrics: {exc}")
+
+
 # --------------------------------------------------------------------------- services
 
 
@@ -441,6 +709,7 @@ def start_service(spec: ServiceSpec, index: int = 1, timeout_s: float = 120) -> 
     port = spec.instance_port(index)
     ready_url = f"http://{HOST}:{port}/ready"
     if running_pid(name) and http_ok(ready_url):
+        set_scrape_target(spec, index, present=True)
         print(f"  {name}: running on http://{HOST}:{port}")
         return
     env = platform_env()
@@ -448,6 +717,8 @@ def start_service(spec: ServiceSpec, index: int = 1, timeout_s: float = 120) -> 
     env[f"{spec.env_prefix}HTTP_PORT"] = str(port)
     env[f"{spec.env_prefix}INSTANCE_ID"] = f"{name}@{socket.gethostname()}"
     spawn(name, [PYTHON, "-m", spec.module], env)
+    # Listed before it is ready: an instance that fails to come up shows as down.
+    set_scrape_target(spec, index, present=True)
     wait_for(name, lambda: http_ok(ready_url), timeout_s)
     print(f"  {name}: started on http://{HOST}:{port} (docs: /docs)")
 
@@ -464,6 +735,7 @@ def scale(service: str, instances: int) -> None:
     for name, index in running:
         if index > instances:
             stop(name)
+            set_scrape_target(spec, index, present=False)
             print(f"  {name}: stopped (scaled to {instances})")
 
 
@@ -481,7 +753,7 @@ def ensure_champion() -> None:
 # --------------------------------------------------------------------------- commands
 
 
-INFRA = ["kafka", "schema-registry", "mlflow"]
+INFRA = ["kafka", "schema-registry", "mlflow", "alertmanager", "prometheus"]
 
 
 def up(infra_only: bool) -> None:
@@ -490,6 +762,9 @@ def up(infra_only: bool) -> None:
     start_registry()
     start_mlflow()
     provision()
+    # With the infrastructure, so it is there for `--infra` too (the tests' stack); it
+    # scrapes each service once the stack starts it (see set_scrape_target).
+    start_observability()
     if infra_only:
         return
     services = [spec for spec in SERVICES if service_available(spec)]
@@ -505,6 +780,7 @@ def down(infra: bool, services: bool) -> None:
             for name, _index in _instance_names(spec):
                 if stop(name):
                     print(f"  {name}: stopped")
+        clear_scrape_targets()
     if infra:
         for name in reversed(INFRA):
             if stop(name, timeout_s=60):
@@ -530,6 +806,15 @@ def collect_status() -> list[ComponentStatus]:
             http_ok(f"http://{HOST}:{PORTS['schema-registry']}/ready"),
         ),
         ComponentStatus("mlflow", running_pid("mlflow"), MLFLOW_URL, http_ok(f"{MLFLOW_URL}/health")),
+        ComponentStatus(
+            "prometheus", running_pid("prometheus"), PROMETHEUS_URL, http_ok(f"{PROMETHEUS_URL}/-/ready")
+        ),
+        ComponentStatus(
+            "alertmanager",
+            running_pid("alertmanager"),
+            ALERTMANAGER_URL,
+            http_ok(f"{ALERTMANAGER_URL}/-/ready"),
+        ),
     ]
     for spec in SERVICES:
         instances = _instance_names(spec) or [(spec.name, 1)]
@@ -612,7 +897,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def restart(name: str) -> None:
-    starters = {"kafka": start_kafka, "schema-registry": start_registry, "mlflow": start_mlflow}
+    starters = {
+        "kafka": start_kafka,
+        "schema-registry": start_registry,
+        "mlflow": start_mlflow,
+        "prometheus": start_prometheus,
+        "alertmanager": start_alertmanager,
+    }
     stop(name, timeout_s=60)
     if name in starters:
         starters[name]()
