@@ -1,0 +1,59 @@
+"""Settings of the ingest service (environment variables prefixed ``INGEST_``).
+
+Connection settings (``KAFKA_BOOTSTRAP_SERVERS``, ``SCHEMA_REGISTRY_URL``, ...) are the
+platform's un-prefixed ones; see :class:`mlops_platform.settings.PlatformSettings`.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from mlops_platform.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    """What the ingest service reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "ingest"
+    http_port: int = 8001
+
+    max_batch_size: int = Field(1000, ge=1, description="Most transactions one batch request may hold.")
+    transactional: bool = Field(
+        True,
+        description=(
+            "Publish each request in one Kafka transaction (a failed request leaves nothing visible to "
+            "read_committed consumers). False: idempotent acks=all producer without transactions."
+        ),
+    )
+    transactional_producers: int = Field(
+        4, ge=1, le=64, description="Transactional producers in the pool (concurrent transactions)."
+    )
+    transactional_id_prefix: str | None = Field(
+        None,
+        description=(
+            "Prefix of the producers' transactional.id (default ingest-<instance_id>). Keep it stable per "
+            "instance so a restarted instance fences its predecessor's open transactions."
+        ),
+    )
+    publish_timeout_s: float = Field(
+        10.0, gt=0, description="How long a request waits for Kafka's acknowledgement before a 503."
+    )
+    max_quality_events: int = Field(
+        1000, ge=0, description="Most data.quality.issues events one request may produce."
+    )
+    amount_to_credit_limit_warning: float = Field(
+        1.0, gt=0, description="Warn (accept) when amount exceeds this multiple of credit_limit."
+    )
+    amount_to_average_warning: float = Field(
+        50.0, gt=0, description="Warn (accept) when amount exceeds this multiple of amount_avg_30d."
+    )
+    max_future_event_time_s: float = Field(
+        300.0, ge=0, description="Warn (accept) when a client event_time is further ahead of our clock."
+    )
+
+    def transactional_id(self, index: int) -> str:
+        prefix = self.transactional_id_prefix or f"{self.service_name}-{self.instance_id}"
+        return f"{prefix}-{index}"
