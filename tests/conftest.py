@@ -63,11 +63,12 @@ def mlflow_uri(platform_settings: PlatformSettings) -> str:
 
 
 @pytest.fixture(scope="session")
-def serde(platform_settings: PlatformSettings, kafka: str, schema_registry: str) -> AvroSerde:
+def serde(platform_settings: PlatformSettings, kafka: str, schema_registry: str) -> Iterator[AvroSerde]:
     """Serde over the real registry, with every catalogue schema registered."""
     serde = AvroSerde(platform_settings, load_catalogue(platform_settings.schemas_dir))
     serde.register_all()
-    return serde
+    yield serde
+    serde.close()
 
 
 @pytest.fixture

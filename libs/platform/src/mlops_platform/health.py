@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from mlops_platform.contracts import Topic, make_event
-from mlops_platform.kafka import EventProducer, kafka_reachable
+from mlops_platform.kafka import EventProducer
 from mlops_platform.logs import get_logger
 from mlops_platform.metrics import platform_metrics
 from mlops_platform.settings import PlatformSettings, ServiceSettings
@@ -49,10 +51,16 @@ def cached(check: Check, ttl_s: float = 2.0) -> Check:
 
 
 def kafka_check(settings: PlatformSettings) -> Check:
+    # One long-lived admin client: a new client per probe would open (and, while Kafka
+    # is down, log) a fresh set of connections every time.
+    admin = AdminClient(settings.admin_config())
+
     def check() -> CheckResult:
-        if kafka_reachable(settings, timeout_s=2.0):
-            return CheckResult(True, settings.kafka_bootstrap_servers)
-        return CheckResult(False, f"no metadata from {settings.kafka_bootstrap_servers}")
+        try:
+            admin.list_topics(timeout=2.0)
+        except KafkaException:
+            return CheckResult(False, f"no metadata from {settings.kafka_bootstrap_servers}")
+        return CheckResult(True, settings.kafka_bootstrap_servers)
 
     return cached(check)
 
