@@ -452,7 +452,16 @@ class _LoopBase:
 
     # -- helpers
     def _poll(self) -> list[Message]:
-        messages = self.consumer.consume(num_messages=self.batch_size, timeout=self.poll_timeout_s)
+        # Block (up to the timeout) for the first record only, then take what the client has
+        # already fetched. consume(n, timeout) would wait for n records or the whole timeout,
+        # delaying every record of a partly filled batch by up to poll_timeout_s; this way a
+        # backlog still yields full batches and a quiet stream adds no waiting.
+        first = self.consumer.poll(self.poll_timeout_s)
+        if first is None:
+            return []
+        messages = [first]
+        if self.batch_size > 1:
+            messages += self.consumer.consume(num_messages=self.batch_size - 1, timeout=0)
         good: list[Message] = []
         for msg in messages:
             err = msg.error()

@@ -58,6 +58,10 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(log_level)
+    # Readiness probes and heartbeats make an HTTP call every few seconds; one INFO line
+    # each would drown the service's own log.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(log_level, logging.WARNING))
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -1,0 +1,1 @@
+"""Real-time recommendations on Faust tables (see ``recommender.streams`` and ``recommender.engine``)."""

@@ -1,0 +1,96 @@
+"""Settings of the recommender (environment variables prefixed ``RECOMMENDER_``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from mlops_platform.contracts import Topic, dlq_topic
+from mlops_platform.settings import ServiceSettings
+from recommender.engine import STRATEGY_CONTENT, STRATEGY_HYBRID, EngineConfig
+from recsys_data.catalogue import DEFAULT_ITEMS, DEFAULT_SEED
+
+
+def _default_data_dir() -> Path:
+    # Faust keeps per-instance files (its table directory) here; the tables themselves live
+    # in memory and in their changelog topics.
+    return Path(os.environ.get("STACK_DIR", ".stack")) / "tmp" / "recommender"
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RECOMMENDER_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "recommender"
+    http_port: int = 8005
+
+    app_id: str = Field(
+        "recommender",
+        description="Faust application id: the consumer group and the prefix of the internal topics "
+        "(<app_id>-<table>-changelog, <app_id>-user-commands).",
+    )
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    partitions: int = Field(3, description="Partitions of the internal topics; equal to the source topics'.")
+    replication_factor: int = 1
+    auto_offset_reset: str = "earliest"
+    commit_interval_s: float = 2.8
+    stop_timeout_s: float = 30.0
+    registry_retry_s: float = 2.0
+    metrics_interval_s: float = 5.0
+    command_retention_ms: int = 86_400_000
+    changelog_buffer: int = Field(
+        2000, description="Changelog records queued before the agents wait for them to be sent."
+    )
+
+    # Topics (the catalogue's by default; tests point them at private topics with the same contracts).
+    interaction_topic: str = Topic.BUSINESS_USER_INTERACTION.value
+    click_topic: str = Topic.BUSINESS_RECOMMENDATION_CLICKED.value
+    feedback_topic: str = Topic.BUSINESS_FEEDBACK_RECEIVED.value
+    updated_topic: str = Topic.RECOMMENDATIONS_UPDATED.value
+    push_topic: str = Topic.PUSH_RECOMMENDATIONS.value
+    dead_letter_topic: str = dlq_topic("recommender")
+
+    catalogue_items: int = DEFAULT_ITEMS
+    catalogue_seed: int = DEFAULT_SEED
+
+    default_k: int = 10
+    max_k: int = 100
+    topk_size: int = 20
+    push_size: int = 10
+    push_channel: str = "push"
+    count_served_impressions: bool = Field(
+        True,
+        description="Count lists served over HTTP as impressions (one internal command per request).",
+    )
+    learning_rate: float = 0.1
+    ab_arms: dict[str, float] = Field(
+        default_factory=lambda: {STRATEGY_HYBRID: 0.9, STRATEGY_CONTENT: 0.1},
+        description='A/B split of users over strategies (JSON), e.g. {"hybrid": 0.5, "content": 0.5}.',
+    )
+    similar_users: int = 20
+    similar_user_threshold: float = 0.5
+
+    @property
+    def faust_datadir(self) -> Path:
+        return self.data_dir / self.instance_id
+
+    @property
+    def broker_urls(self) -> list[str]:
+        return [
+            f"kafka://{server.strip()}"
+            for server in self.kafka_bootstrap_servers.split(",")
+            if server.strip()
+        ]
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            learning_rate=self.learning_rate,
+            topk_size=max(self.topk_size, self.push_size),
+            push_size=self.push_size,
+            similar_users=self.similar_users,
+            similar_user_threshold=self.similar_user_threshold,
+            shards=self.partitions,
+            arms=tuple(self.ab_arms.items()),
+        )
