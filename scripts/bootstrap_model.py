@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 
 from fraud_model.generator import TransactionGenerator
-from fraud_model.registry import CHAMPION, ModelRegistry
+from fraud_model.registry import CHALLENGER, CHAMPION, ModelRegistry
 from fraud_model.training import DEFAULT_MIN_AUC, DEFAULT_MODEL_NAME, log_and_register, train
 
 log = logging.getLogger("bootstrap_model")
@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fraud-rate", type=float, default=0.02)
     parser.add_argument("--min-auc", type=float, default=DEFAULT_MIN_AUC)
     parser.add_argument("--force", action="store_true", help="retrain and promote even if a champion exists")
+    parser.add_argument(
+        "--clear-challenger", action="store_true", help="remove the @challenger alias (a fresh A/B start)"
+    )
     parser.add_argument(
         "--wait-seconds", type=float, default=60.0, help="how long to wait for the MLflow server to answer"
     )
@@ -70,6 +73,9 @@ def bootstrap(args: argparse.Namespace) -> str:
     """Ensure a champion exists; return its version."""
     registry = ModelRegistry(args.tracking_uri, args.model_name)
     current = registry.version_for_alias(CHAMPION)
+    if args.clear_challenger and registry.version_for_alias(CHALLENGER) is not None:
+        registry.delete_alias(CHALLENGER)
+        log.info("%s@%s removed", args.model_name, CHALLENGER)
     if current is not None and not args.force:
         log.info("%s@%s already exists (v%s); nothing to do", args.model_name, CHAMPION, current)
         return current

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -61,6 +62,7 @@ DEFAULT_PARAMS: Final[dict[str, Any]] = {
 
 # mlflow's fluent API (start_run, log_model) reads a process-wide tracking URI.
 _FLUENT_LOCK = threading.Lock()
+_MLFLOW_URI_VARS: Final[tuple[str, ...]] = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 @dataclass
@@ -203,6 +205,10 @@ def _fluent_tracking(tracking_uri: str) -> Iterator[None]:
 
     with _FLUENT_LOCK:
         old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        # set_*_uri also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ;
+        # restoring only the URIs would leave MLflow's resolved default (a local sqlite
+        # file) in the environment, where child processes and settings would pick it up.
+        old_env = {name: os.environ.get(name) for name in _MLFLOW_URI_VARS}
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         try:
@@ -210,6 +216,11 @@ def _fluent_tracking(tracking_uri: str) -> Iterator[None]:
         finally:
             mlflow.set_tracking_uri(old_tracking)
             mlflow.set_registry_uri(old_registry)
+            for name, value in old_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def _experiment_id(client: Any, name: str) -> str:
