@@ -1,0 +1,171 @@
+"""Settings of the auto-responder (environment variables prefixed ``RESPONDER_``).
+
+Connection settings (``KAFKA_BOOTSTRAP_SERVERS``, ``SCHEMA_REGISTRY_URL``,
+``MLFLOW_TRACKING_URI``, ...) are the platform's un-prefixed ones; see
+:class:`mlops_platform.settings.PlatformSettings`. Dict and list fields are read as JSON,
+e.g. ``RESPONDER_COOLDOWNS_S='{"retrain": 600}'``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from mlops_platform.contracts import Topic
+from mlops_platform.settings import ServiceSettings
+
+#: Cooldown per action (seconds), applied per (event type, action): MISSION.md's policy table.
+DEFAULT_COOLDOWNS_S: dict[str, float] = {
+    "retrain": 60 * 60.0,
+    "rollback": 30 * 60.0,
+    "scale": 10 * 60.0,
+    "alert": 5 * 60.0,
+    "monitor": 2 * 60.0,
+    "promote": 0.0,
+}
+
+
+def _find_stack_script() -> Path | None:
+    """``scripts/stack.py`` of the source checkout this package runs from, if any."""
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "scripts" / "stack.py"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def default_scale_command() -> list[str]:
+    """``python scripts/stack.py scale predictor {instances}`` in a checkout; nothing elsewhere.
+
+    In docker compose there is no local stack script: the responder only publishes
+    ``system.scale.requested`` and scaling is ``docker compose up -d --scale predictor=N``.
+    """
+    script = _find_stack_script()
+    if script is None:
+        return []
+    return [sys.executable, str(script), "scale", "{service}", "{instances}"]
+
+
+class Settings(ServiceSettings):
+    """What the auto-responder reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RESPONDER_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "auto-responder"
+    http_port: int = 8004
+
+    # -- what it manages
+    model_name: str = Field("fraud_detector", description="Registered MLflow model this responder acts on.")
+    group_id: str | None = Field(None, description="Consumer group of the trigger topics (default: service).")
+    rules_file: Path | None = Field(
+        None, description="Rule table (YAML); defaults to the rules.yaml shipped in the package."
+    )
+
+    # -- topics (overridable so tests can use private topics carrying the same contracts)
+    drift_topic: str = Topic.DATA_DRIFT_DETECTED.value
+    degraded_topic: str = Topic.MODEL_PERFORMANCE_DEGRADED.value
+    evaluation_topic: str = Topic.MODEL_EVALUATION_COMPLETED.value
+    health_topic: str = Topic.SYSTEM_HEALTH.value
+    alerts_topic: str = Field(
+        Topic.SYSTEM_ALERTS.value, description="Read for Prometheus alerts (latency, overload); written to."
+    )
+    actions_topic: str = Field(
+        Topic.SYSTEM_ACTIONS.value, description="Decision log: written, and replayed at start."
+    )
+    request_topic: str = Field(Topic.PREDICTION_REQUEST.value, description="Retraining features.")
+    feedback_topic: str = Field(Topic.PREDICTION_FEEDBACK.value, description="Retraining labels.")
+
+    # -- policies
+    cooldowns_s: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_COOLDOWNS_S),
+        description="Cooldown per action in seconds, applied per (event type, action).",
+    )
+    dampening_max_responses: int = Field(
+        3, ge=0, description="More responses than this to one event type within the window: monitor only."
+    )
+    dampening_window_s: float = Field(3600.0, gt=0)
+    quiet_hours_enabled: bool = Field(False, description="Retrain/rollback become alerts in quiet hours.")
+    quiet_hours_start: int = Field(22, ge=0, le=23, description="First quiet hour (local time).")
+    quiet_hours_end: int = Field(6, ge=0, le=23, description="First hour after the quiet period.")
+    quiet_hours_timezone: str = Field("UTC", description="IANA time zone of the quiet hours.")
+    max_trigger_age_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="Trigger events older than this are stale and ignored (e.g. a fresh consumer group).",
+    )
+
+    # -- history
+    history_lookback_s: float = Field(
+        7 * 86400.0, ge=0, description="How far back system.actions is replayed at start."
+    )
+    history_max: int = Field(5000, ge=100, description="Decision records kept in memory (GET /actions).")
+    replay_timeout_s: float = Field(120.0, gt=0, description="Start fails if the replay cannot finish.")
+
+    # -- retrain
+    retrain_window_s: float = Field(
+        2 * 3600.0, gt=0, description="Recent labelled data used for retraining (event time)."
+    )
+    retrain_max_window_s: float = Field(
+        24 * 3600.0, gt=0, description="Fallback window when the recent one holds too few labelled rows."
+    )
+    retrain_min_rows: int = Field(2000, ge=20, description="Fewest labelled rows a retrain accepts.")
+    retrain_min_positives: int = Field(20, ge=10, description="Fewest fraud labels a retrain accepts.")
+    retrain_max_rows: int = Field(200_000, ge=100, description="Most recent labelled rows used.")
+    retrain_min_auc: float = Field(0.85, ge=0, le=1, description="Validation AUC a challenger needs.")
+    retrain_read_timeout_s: float = Field(300.0, gt=0, description="Reading the data window gives up after.")
+    training_experiment: str = "fraud_detection"
+
+    # -- scale
+    scale_service: str = Field("predictor", description="Service the scale action resizes.")
+    scale_max_instances: int = Field(4, ge=1)
+    scale_command: list[str] = Field(
+        default_factory=default_scale_command,
+        description=(
+            "argv run to scale ({service}, {instances} substituted); empty: only publish "
+            "system.scale.requested (docker compose: `docker compose up -d --scale predictor=N`)."
+        ),
+    )
+    scale_timeout_s: float = Field(300.0, gt=0)
+
+    # -- monitor (contract with the drift-detector: details window_size, duration_s)
+    monitor_window_size: int = Field(250, ge=10, description="Tighter drift window while monitoring.")
+    monitor_duration_s: float = Field(1800.0, gt=0, description="How long the tighter window lasts.")
+
+    # -- health
+    heartbeat_timeout_s: float = Field(
+        45.0, gt=0, description="A watched service silent this long has failed its health check."
+    )
+    health_check_interval_s: float = Field(2.0, gt=0, description="How often silence is checked.")
+    health_condition_repeat_s: float = Field(
+        600.0, gt=0, description="A condition that persists is raised again after this long."
+    )
+    watched_services: list[str] | None = Field(
+        None, description="Services whose heartbeats are watched (default: every service seen beating)."
+    )
+    overload_lag_messages: int = Field(
+        5000, ge=1, description="Consumer lag of the scaled service that counts as overload (MEDIUM)."
+    )
+
+    @field_validator("cooldowns_s")
+    @classmethod
+    def _merge_cooldowns(cls, value: dict[str, float]) -> dict[str, float]:
+        # A partial override (e.g. only retrain) keeps the defaults of the other actions.
+        return {**DEFAULT_COOLDOWNS_S, **{k: float(v) for k, v in value.items()}}
+
+    @property
+    def consumer_group(self) -> str:
+        return self.group_id or self.service_name
+
+    @property
+    def trigger_topics(self) -> dict[str, str]:
+        """Topic consumed -> the catalogue topic whose contract it carries."""
+        return {
+            self.drift_topic: Topic.DATA_DRIFT_DETECTED.value,
+            self.degraded_topic: Topic.MODEL_PERFORMANCE_DEGRADED.value,
+            self.evaluation_topic: Topic.MODEL_EVALUATION_COMPLETED.value,
+            self.health_topic: Topic.SYSTEM_HEALTH.value,
+            self.alerts_topic: Topic.SYSTEM_ALERTS.value,
+        }

@@ -1,0 +1,559 @@
+"""Action executors: the adapters that make decisions real.
+
+Each executor takes an :class:`ActionContext` and returns an :class:`ActionResult`
+(succeeded, failed, or suppressed when a precondition no longer holds, e.g. the
+challenger that won is not the current challenger any more). Every event an action
+publishes carries the triggering event's envelope as its cause, so the chain from a
+``model.deployed`` back to the drift that started it can be followed by ids.
+
+* retrain — recent labelled data from the topics, ``fraud_model.training.train`` +
+  ``log_and_register(set_alias="challenger")``, ``model.training.started/completed``,
+  ``model.deployed`` {alias challenger, action challenger};
+* promote — ``ModelRegistry.promote`` (``@champion`` moves, ``@previous_champion`` kept),
+  ``model.deployed`` {alias champion, action promote};
+* rollback — ``ModelRegistry.rollback``, ``model.deployed`` {alias champion, action rollback};
+* scale — ``system.scale.requested``, then the scale command (local stack) if configured;
+* alert — ``system.alerts``;
+* monitor — nothing beyond its own ``system.actions`` record, whose details
+  ``window_size`` / ``duration_s`` the drift-detector honours.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from auto_responder.config import Settings
+from auto_responder.data import DataUnavailable, LabelledData, collect_labelled
+from auto_responder.model import Action, Condition, Decision, EventType, Severity, Status
+from mlops_platform.contracts import Topic, make_event
+from mlops_platform.kafka import EventProducer
+from mlops_platform.logs import get_logger
+from mlops_platform.serde import AvroSerde
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ActionContext:
+    """One action to carry out."""
+
+    action_id: str
+    decision: Decision
+    trigger: Mapping[str, Any]
+    manual: bool = False
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def condition(self) -> Condition:
+        return self.decision.condition
+
+    @property
+    def reason(self) -> str:
+        c = self.condition
+        if self.manual:
+            return f"manual {self.decision.action.value} (operator request {c.trigger_event_id})"
+        return f"{c.event_type} {c.assessed.name} (rule {self.decision.rule_id}, event {c.trigger_event_id})"
+
+
+@dataclass
+class ActionResult:
+    status: Status
+    outcome: str
+    details: dict[str, str] = field(default_factory=dict)
+    suppressed_reason: str | None = None
+
+    @classmethod
+    def ok(cls, outcome: str, **details: Any) -> ActionResult:
+        return cls(Status.SUCCEEDED, outcome, {k: str(v) for k, v in details.items() if v is not None})
+
+    @classmethod
+    def fail(cls, outcome: str, **details: Any) -> ActionResult:
+        return cls(Status.FAILED, outcome, {k: str(v) for k, v in details.items() if v is not None})
+
+    @classmethod
+    def skip(cls, reason: str, outcome: str, **details: Any) -> ActionResult:
+        return cls(
+            Status.SUPPRESSED,
+            outcome,
+            {k: str(v) for k, v in details.items() if v is not None},
+            suppressed_reason=reason,
+        )
+
+
+def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+
+
+def dedup_key(condition: Condition, suffix: str = "") -> str:
+    """Alert dedup key: event type + the model or service (and the top feature for drift)."""
+    attrs = condition.attributes
+    subject = condition.subject or attrs.get("service") or attrs.get("model_name", "")
+    parts = [condition.event_type, subject]
+    if condition.event_type == EventType.DATA_DRIFT and attrs.get("top_feature"):
+        parts.append(attrs["top_feature"])
+    if suffix:
+        parts.append(suffix)
+    return ":".join(p for p in parts if p)
+
+
+class Executors:
+    """The executors, sharing the producer, the registry and the settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        producer: EventProducer,
+        serde: AvroSerde,
+        *,
+        registry_factory: Callable[[], Any] | None = None,
+        current_instances: Callable[[str], int] = lambda _service: 0,
+        run_command: Callable[[list[str], float], subprocess.CompletedProcess[str]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.serde = serde
+        self._registry_factory = registry_factory or self._default_registry
+        self._registry: Any = None
+        self.current_instances = current_instances
+        self.run_command = run_command or _run_command
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _default_registry(self) -> Any:
+        from fraud_model.registry import ModelRegistry
+
+        return ModelRegistry(self.settings.mlflow_tracking_uri, self.settings.model_name)
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            self._registry = self._registry_factory()
+        return self._registry
+
+    def publish(
+        self, topic: str, payload: Mapping[str, Any], ctx: ActionContext, key: str | None = None
+    ) -> str:
+        """Publish an event caused by the action's trigger and wait for the ack; returns its id."""
+        event = make_event(self.settings.service_name, payload, cause=ctx.trigger)
+        target = self.settings.alerts_topic if topic == Topic.SYSTEM_ALERTS else topic
+        self.producer.publish(target, event, key=key or self.settings.model_name, schema_topic=topic)
+        return str(event["envelope"]["event_id"])
+
+    def run(self, ctx: ActionContext) -> ActionResult:
+        handler = {
+            Action.RETRAIN: self.retrain,
+            Action.PROMOTE: self.promote,
+            Action.ROLLBACK: self.rollback,
+            Action.SCALE: self.scale,
+            Action.ALERT: self.alert,
+            Action.MONITOR: self.monitor,
+        }.get(ctx.decision.action)
+        if handler is None:
+            return ActionResult.ok("nothing to do")
+        return handler(ctx)
+
+    # ------------------------------------------------------------------ retrain
+
+    def collect(self, ctx: ActionContext) -> LabelledData:
+        s = self.settings
+        windows = [s.retrain_window_s]
+        if s.retrain_max_window_s > s.retrain_window_s:
+            windows.append(s.retrain_max_window_s)
+        data: LabelledData | None = None
+        for window in windows:
+            data = collect_labelled(
+                s,
+                self.serde,
+                request_topic=s.request_topic,
+                feedback_topic=s.feedback_topic,
+                window_s=window,
+                max_rows=s.retrain_max_rows,
+                timeout_s=s.retrain_read_timeout_s,
+                group_id=f"{s.service_name}-retrain-{ctx.action_id[:8]}",
+            )
+            if self._enough(data):
+                return data
+            log.info("retrain_window_too_small", window_s=window, rows=data.rows, positives=data.positives)
+        assert data is not None
+        return data
+
+    def _enough(self, data: LabelledData) -> bool:
+        s = self.settings
+        return data.rows >= s.retrain_min_rows and data.positives >= s.retrain_min_positives
+
+    def retrain(self, ctx: ActionContext) -> ActionResult:
+        from fraud_model.registry import CHALLENGER
+        from fraud_model.training import log_and_register, train
+
+        s = self.settings
+        try:
+            data = self.collect(ctx)
+        except DataUnavailable as exc:
+            return ActionResult.fail(f"could not read the training data: {exc}")
+        if not self._enough(data):
+            return ActionResult.fail(
+                f"too few labelled rows to retrain: {data.rows} rows with {data.positives} frauds in the "
+                f"last {data.window_s:.0f}s (need {s.retrain_min_rows} rows and {s.retrain_min_positives} "
+                f"frauds); no training run",
+                rows=data.rows,
+                positives=data.positives,
+                window_s=f"{data.window_s:.0f}",
+                requests_read=data.requests_read,
+                labels_read=data.labels_read,
+            )
+        training_id = str(uuid.uuid4())
+        seed = int(time.time()) % 2**31
+        params = {
+            "window_s": f"{data.window_s:.0f}",
+            "rows": str(data.rows),
+            "positives": str(data.positives),
+            "seed": str(seed),
+            "action_id": ctx.action_id,
+            "min_auc": str(s.retrain_min_auc),
+        }
+        started_event = self.publish(
+            Topic.MODEL_TRAINING_STARTED,
+            {
+                "training_id": training_id,
+                "model_name": s.model_name,
+                "reason": ctx.reason,
+                "trigger_event_id": ctx.condition.trigger_event_id,
+                "dataset_size": data.rows,
+                "params": params,
+            },
+            ctx,
+        )
+        started = time.perf_counter()
+        previous_challenger = None
+        try:
+            previous_challenger = self.registry.version_for_alias(CHALLENGER)
+            result = train(data.frame, seed=seed)
+            info = log_and_register(
+                result,
+                tracking_uri=s.mlflow_tracking_uri,
+                model_name=s.model_name,
+                reason=f"auto-responder: {ctx.reason}",
+                tags={
+                    "trigger_event_id": ctx.condition.trigger_event_id,
+                    "trigger_event_type": ctx.condition.trigger_topic,
+                    "correlation_id": str(ctx.trigger.get("correlation_id", "")),
+                    "action_id": ctx.action_id,
+                    "training_id": training_id,
+                },
+                set_alias=CHALLENGER,
+                experiment_name=s.training_experiment,
+                min_auc=s.retrain_min_auc,
+                run_name=f"retrain-{training_id[:8]}",
+            )
+        except Exception as exc:
+            duration = time.perf_counter() - started
+            self.publish(
+                Topic.MODEL_TRAINING_COMPLETED,
+                {
+                    "training_id": training_id,
+                    "model_name": s.model_name,
+                    "status": "failed",
+                    "duration_s": duration,
+                    "error": f"{type(exc).__name__}: {exc}"[:2000],
+                },
+                ctx,
+            )
+            return ActionResult.fail(
+                f"training failed: {type(exc).__name__}: {exc}", training_id=training_id, rows=data.rows
+            )
+        duration = time.perf_counter() - started
+        self.publish(
+            Topic.MODEL_TRAINING_COMPLETED,
+            {
+                "training_id": training_id,
+                "model_name": s.model_name,
+                "status": "succeeded",
+                "model_version": info.version,
+                "run_id": info.run_id,
+                "metrics": _finite(info.metrics),
+                "threshold": float(info.threshold),
+                "alias": info.alias,
+                "duration_s": duration,
+                "error": None,
+            },
+            ctx,
+        )
+        details = {
+            "training_id": training_id,
+            "training_started_event_id": started_event,
+            "version": info.version,
+            "run_id": info.run_id,
+            "rows": data.rows,
+            "positives": data.positives,
+            "window_s": f"{data.window_s:.0f}",
+            "val_auc": f"{info.metrics.get('auc_roc', math.nan):.4f}",
+            "threshold": f"{info.threshold:.4f}",
+            "validation_status": info.validation_status,
+        }
+        if info.alias != CHALLENGER:
+            return ActionResult.fail(
+                f"v{info.version} failed validation (val AUC {info.metrics.get('auc_roc', math.nan):.4f} < "
+                f"{s.retrain_min_auc}); @challenger not set",
+                **details,
+            )
+        deployed = self.publish(
+            Topic.MODEL_DEPLOYED,
+            {
+                "model_name": s.model_name,
+                "alias": CHALLENGER,
+                "version": info.version,
+                "previous_version": previous_challenger,
+                "action": "challenger",
+                "reason": ctx.reason,
+            },
+            ctx,
+        )
+        return ActionResult.ok(
+            f"trained v{info.version} on {data.rows} labelled rows (val AUC "
+            f"{info.metrics.get('auc_roc', math.nan):.4f}); @challenger -> v{info.version}",
+            deployed_event_id=deployed,
+            previous_challenger=previous_challenger,
+            **details,
+        )
+
+    # ------------------------------------------------------------------ promote
+
+    def promote(self, ctx: ActionContext) -> ActionResult:
+        from fraud_model.registry import CHALLENGER, CHAMPION, ModelRegistryError
+
+        registry = self.registry
+        requested = ctx.params.get("version") or ctx.condition.attributes.get("challenger_version") or ""
+        current_challenger = registry.version_for_alias(CHALLENGER)
+        champion = registry.version_for_alias(CHAMPION)
+        version = requested or current_challenger
+        if not version:
+            return ActionResult.fail("nothing to promote: no version given and no @challenger")
+        if champion == version:
+            return ActionResult.skip("already_champion", f"v{version} already is @champion", version=version)
+        if not ctx.manual and current_challenger != version:
+            return ActionResult.skip(
+                "stale",
+                f"the evaluation was about v{version} but @challenger is "
+                f"{'v' + current_challenger if current_challenger else 'unset'} now",
+                version=version,
+                challenger=current_challenger,
+            )
+        try:
+            previous, new = registry.promote(version)
+        except ModelRegistryError as exc:
+            return ActionResult.fail(f"promote failed: {exc}", version=version)
+        deployed = self.publish(
+            Topic.MODEL_DEPLOYED,
+            {
+                "model_name": self.settings.model_name,
+                "alias": CHAMPION,
+                "version": new,
+                "previous_version": previous,
+                "action": "promote",
+                "reason": ctx.reason,
+            },
+            ctx,
+        )
+        return ActionResult.ok(
+            f"@champion -> v{new} (@previous_champion -> {'v' + previous if previous else 'none'})",
+            version=new,
+            previous_version=previous,
+            deployed_event_id=deployed,
+        )
+
+    # ----------------------------------------------------------------- rollback
+
+    def rollback(self, ctx: ActionContext) -> ActionResult:
+        from fraud_model.registry import CHAMPION, ModelRegistryError, NoPreviousChampionError
+
+        registry = self.registry
+        degraded = ctx.condition.attributes.get("model_version", "")
+        champion = registry.version_for_alias(CHAMPION)
+        if not ctx.manual and degraded and champion is not None and degraded != champion:
+            return ActionResult.skip(
+                "not_champion",
+                f"v{degraded} is not the champion any more (@champion is v{champion}); nothing to roll back",
+                degraded_version=degraded,
+                champion=champion,
+            )
+        try:
+            rolled_back, restored = registry.rollback()
+        except NoPreviousChampionError as exc:
+            return ActionResult.fail(f"rollback impossible: {exc}", champion=champion)
+        except ModelRegistryError as exc:
+            return ActionResult.fail(f"rollback failed: {exc}", champion=champion)
+        deployed = self.publish(
+            Topic.MODEL_DEPLOYED,
+            {
+                "model_name": self.settings.model_name,
+                "alias": CHAMPION,
+                "version": restored,
+                "previous_version": rolled_back,
+                "action": "rollback",
+                "reason": ctx.reason,
+            },
+            ctx,
+        )
+        return ActionResult.ok(
+            f"@champion v{rolled_back} -> v{restored} (@previous_champion)",
+            version=restored,
+            previous_version=rolled_back,
+            deployed_event_id=deployed,
+        )
+
+    # -------------------------------------------------------------------- scale
+
+    def scale(self, ctx: ActionContext) -> ActionResult:
+        s = self.settings
+        service = s.scale_service
+        current = max(self.current_instances(service), 1)
+        if current >= s.scale_max_instances:
+            return ActionResult.skip(
+                "max_instances",
+                f"{service} already runs {current} instances (max {s.scale_max_instances})",
+                current_instances=current,
+            )
+        desired = current + 1
+        requested = self.publish(
+            Topic.SYSTEM_SCALE_REQUESTED,
+            {
+                "service": service,
+                "current_instances": current,
+                "desired_instances": desired,
+                "reason": ctx.reason,
+            },
+            ctx,
+            key=service,
+        )
+        details: dict[str, Any] = {
+            "service": service,
+            "current_instances": current,
+            "desired_instances": desired,
+            "scale_event_id": requested,
+        }
+        if not s.scale_command:
+            return ActionResult.ok(
+                f"requested {service} x{desired} (no scale command here: in docker compose run "
+                f"`docker compose up -d --scale {service}={desired}`)",
+                **details,
+            )
+        # Plain token replacement, not str.format: a command may contain other braces.
+        argv = [
+            part.replace("{service}", service).replace("{instances}", str(desired))
+            for part in s.scale_command
+        ]
+        try:
+            completed = self.run_command(argv, s.scale_timeout_s)
+        except subprocess.TimeoutExpired:
+            return ActionResult.fail(f"scale command timed out after {s.scale_timeout_s:.0f}s", **details)
+        except OSError as exc:
+            return ActionResult.fail(f"scale command could not run: {exc}", **details)
+        tail = (completed.stdout or "")[-400:] + (completed.stderr or "")[-400:]
+        details["command"] = " ".join(argv)
+        if completed.returncode != 0:
+            return ActionResult.fail(
+                f"scale command exited with {completed.returncode}: {tail.strip()}", **details
+            )
+        return ActionResult.ok(f"{service} scaled from {current} to {desired} instances", **details)
+
+    # -------------------------------------------------------------------- alert
+
+    def alert_payload(
+        self,
+        ctx: ActionContext,
+        *,
+        severity: Severity | str,
+        title: str,
+        message: str,
+        key: str,
+        status: str = "firing",
+    ) -> dict[str, Any]:
+        c = ctx.condition
+        labels = {
+            "source": self.settings.service_name,
+            "event_type": c.event_type,
+            "rule_id": ctx.decision.rule_id,
+            "action": ctx.decision.action.value,
+            "model_name": self.settings.model_name,
+        }
+        for name in ("service", "model_version", "alertname"):
+            if c.attributes.get(name):
+                labels[name] = c.attributes[name]
+        return {
+            "alert_id": str(uuid.uuid4()),
+            "severity": severity.name if isinstance(severity, Severity) else severity,
+            "title": title,
+            "message": message,
+            "dedup_key": key,
+            "status": status,
+            "labels": labels,
+            "related_event_id": c.trigger_event_id or None,
+        }
+
+    def alert(self, ctx: ActionContext) -> ActionResult:
+        c = ctx.condition
+        attrs = c.attributes
+        status = "firing"
+        key = dedup_key(c)
+        subject = attrs.get("service") or self.settings.model_name
+        if c.event_type == EventType.HEALTH_RECOVERED:
+            # Resolves the alert raised when the service failed (same dedup key).
+            status = "resolved"
+            key = ":".join(p for p in (EventType.HEALTH_CHECK_FAILED.value, c.subject) if p)
+            title = f"{subject} is healthy again"
+        elif c.event_type == EventType.HEALTH_CHECK_FAILED:
+            title = f"{subject} failed its health check"
+        elif ctx.decision.replaces is not None:
+            title = f"{c.event_type} on {subject}: {ctx.decision.replaces.value} needs a person"
+        else:
+            title = f"{c.event_type.replace('_', ' ')} on {subject} ({c.assessed.name})"
+        facts = ", ".join(f"{k}={v}" for k, v in sorted(attrs.items()) if v)
+        message = f"{title}. {ctx.decision.note + '. ' if ctx.decision.note else ''}Facts: {facts}"
+        payload = self.alert_payload(
+            ctx, severity=c.assessed, title=title, message=message, key=key, status=status
+        )
+        event_id = self.publish(Topic.SYSTEM_ALERTS, payload, ctx, key=key)
+        return ActionResult.ok(
+            f"alert {status}: {title}", alert_id=payload["alert_id"], dedup_key=key, alert_event_id=event_id
+        )
+
+    def notify(self, ctx: ActionContext, result: ActionResult | None) -> None:
+        """Tell people what the automation does (rule ``notify``) or that it failed."""
+        c = ctx.condition
+        action = ctx.decision.action.value
+        subject = c.attributes.get("service") or self.settings.model_name
+        if result is None:
+            severity: Severity | str = c.assessed
+            title = f"{c.event_type.replace('_', ' ')} on {subject} ({c.assessed.name}): {action} started"
+            key = dedup_key(c, action)
+            message = f"{title}. Reason: {ctx.reason}."
+        else:
+            severity = max(c.assessed, Severity.HIGH)
+            title = f"auto-response {action} failed for {subject}"
+            key = dedup_key(c, f"{action}-failed")
+            message = f"{title}: {result.outcome}. Reason: {ctx.reason}. A person has to look."
+        payload = self.alert_payload(ctx, severity=severity, title=title, message=message, key=key)
+        self.publish(Topic.SYSTEM_ALERTS, payload, ctx, key=key)
+
+    # ------------------------------------------------------------------ monitor
+
+    def monitor(self, ctx: ActionContext) -> ActionResult:
+        s = self.settings
+        return ActionResult.ok(
+            f"monitoring {s.model_name} closely: drift window {s.monitor_window_size} for "
+            f"{s.monitor_duration_s:.0f}s",
+            window_size=str(int(s.monitor_window_size)),
+            duration_s=f"{s.monitor_duration_s:g}",
+        )
+
+
+def _run_command(argv: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - argv comes from the operator's settings, not from events
+        argv, capture_output=True, text=True, timeout=timeout_s, check=False
+    )

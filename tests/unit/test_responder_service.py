@@ -1,0 +1,464 @@
+"""The responder's service layer and executors with fakes: recording, dedup, replay, actions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from auto_responder.config import Settings
+from auto_responder.executors import ActionContext, ActionResult, Executors
+from auto_responder.model import Action, ActionRecord, Condition, Decision, EventType, Severity
+from auto_responder.responder import Responder
+from mlops_platform.contracts import Topic, new_envelope
+
+MODEL = "fraud_unit"
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class FakeProducer:
+    """Records what would be published (acknowledged at once)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any], str | None]] = []
+        self.lock = threading.Lock()
+
+    def publish(self, topic: str, value: dict[str, Any], key: str | None = None, **_: Any) -> tuple[int, int]:
+        with self.lock:
+            self.events.append((topic, value, key))
+            return 0, len(self.events)
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [value for t, value, _ in self.events if t == topic]
+
+
+class FakeRegistry:
+    def __init__(self, aliases: dict[str, str]) -> None:
+        self.aliases = dict(aliases)
+
+    def version_for_alias(self, alias: str) -> str | None:
+        return self.aliases.get(alias)
+
+    def promote(self, version: str) -> tuple[str | None, str]:
+        previous = self.aliases.get("champion")
+        if previous is not None:
+            self.aliases["previous_champion"] = previous
+        self.aliases["champion"] = version
+        if self.aliases.get("challenger") == version:
+            del self.aliases["challenger"]
+        return previous, version
+
+    def rollback(self) -> tuple[str | None, str]:
+        from fraud_model.registry import NoPreviousChampionError
+
+        target = self.aliases.pop("previous_champion", None)
+        if target is None:
+            raise NoPreviousChampionError("no @previous_champion")
+        current = self.aliases.get("champion")
+        self.aliases["champion"] = target
+        return current, target
+
+
+class FakeExecutors(Executors):
+    """Real executors except retrain, which is replaced by a gate the test opens."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.retrains = 0
+
+    def retrain(self, ctx: ActionContext) -> ActionResult:
+        self.retrains += 1
+        self.gate.wait(10)
+        return ActionResult.ok("trained v9", version="9")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime.now(UTC))
+
+
+def make(
+    clock: Clock, registry: FakeRegistry | None = None, producer: FakeProducer | None = None, **env: Any
+):
+    settings = Settings(model_name=MODEL, scale_command=["scale", "{service}", "{instances}"], **env)
+    producer = producer or FakeProducer()
+    commands: list[list[str]] = []
+
+    def run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        commands.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "ok", "")
+
+    registry = registry or FakeRegistry({"champion": "3", "previous_champion": "2", "challenger": "4"})
+    executors = FakeExecutors(
+        settings,
+        producer,
+        None,
+        registry_factory=lambda: registry,
+        run_command=run,  # type: ignore[arg-type]
+    )
+    responder = Responder(settings, producer, None, executors=executors, clock=clock)  # type: ignore[arg-type]
+    executors.current_instances = responder.live_instances
+    return responder, producer, executors, commands
+
+
+def envelope(clock: Clock, source: str = "drift-detector") -> dict[str, Any]:
+    env = new_envelope(source)
+    env["event_time"] = clock.now
+    return env
+
+
+def drift(clock: Clock, severity: str = "HIGH", env: dict | None = None) -> dict[str, Any]:
+    return {
+        "envelope": env or envelope(clock),
+        "severity": severity,
+        "drift_type": "data",
+        "state": "drift",
+        "drift_score": 0.7,
+        "affected_features": ["amount"],
+        "feature_psi": {"amount": 0.4},
+        "window_start": clock.now,
+        "window_end": clock.now,
+        "window_size": 1000,
+        "model_name": MODEL,
+        "model_version": "3",
+        "report_url": None,
+    }
+
+
+def wait_until(predicate, timeout_s: float = 10.0) -> None:
+    done = threading.Event()
+    for _ in range(int(timeout_s / 0.02)):
+        if predicate():
+            return
+        done.wait(0.02)
+    raise AssertionError("condition not reached")
+
+
+def test_retrain_runs_in_the_background_and_records_started_then_outcome(clock):
+    responder, producer, executors, _ = make(clock)
+    [started] = responder.handle(Topic.DATA_DRIFT_DETECTED, drift(clock))
+    # handle() returned while the retrain is still running: consumption is never blocked.
+    assert started.status == "started" and started.action == "retrain"
+    assert responder.in_progress() == {Action.RETRAIN}
+    # A second retrain (other trigger) while one runs is suppressed.
+    [second] = responder.handle(Topic.DATA_DRIFT_DETECTED, drift(clock))
+    assert (second.status, second.suppressed_reason) == ("suppressed", "in_progress")
+    executors.gate.set()
+    wait_until(lambda: not responder.in_progress())
+    records = [ActionRecord.from_value(v) for v in producer.on(Topic.SYSTEM_ACTIONS)]
+    assert [(r.action, r.status) for r in records] == [
+        ("retrain", "started"),
+        ("retrain", "suppressed"),
+        ("retrain", "succeeded"),
+    ]
+    assert records[0].action_id == records[2].action_id
+    assert records[2].details["version"] == "9"
+    # Every record names its trigger and carries it as its cause.
+    trigger_id = started.trigger_event_id
+    assert records[0].envelope["causation_id"] == trigger_id
+    # The rule asks to tell people: one notification when the retrain started.
+    [notice] = producer.on(Topic.SYSTEM_ALERTS)
+    assert notice["dedup_key"] == f"data_drift_detected:{MODEL}:amount:retrain"
+    assert notice["envelope"]["causation_id"] == trigger_id
+    assert executors.retrains == 1
+
+
+def test_the_same_trigger_is_decided_once(clock):
+    responder, producer, executors, _ = make(clock)
+    executors.gate.set()
+    value = drift(clock, "LOW") | {"drift_score": 0.2}
+    assert len(responder.handle(Topic.DATA_DRIFT_DETECTED, value)) == 1
+    assert responder.handle(Topic.DATA_DRIFT_DETECTED, value) == []
+    assert len(producer.on(Topic.SYSTEM_ACTIONS)) == 1
+
+
+def test_monitor_record_carries_the_drift_detector_contract(clock):
+    responder, producer, _, _ = make(clock, monitor_window_size=200, monitor_duration_s=900)
+    [record] = responder.handle(Topic.DATA_DRIFT_DETECTED, drift(clock, "LOW") | {"drift_score": 0.2})
+    assert (record.action, record.status) == ("monitor", "succeeded")
+    assert record.details["window_size"] == "200"
+    assert record.details["duration_s"] == "900"
+    assert record.details["model_name"] == MODEL
+
+
+def test_a_restart_remembers_cooldowns_and_decided_triggers(clock):
+    first, producer, executors, _ = make(clock)
+    executors.gate.set()
+    value = drift(clock)
+    first.handle(Topic.DATA_DRIFT_DETECTED, value)
+    wait_until(lambda: not first.in_progress())
+
+    # A new process replays what the first one published.
+    clock.now += timedelta(minutes=10)
+    second, producer2, executors2, _ = make(clock)
+    for published in producer.on(Topic.SYSTEM_ACTIONS):
+        second.history.add(ActionRecord.from_value(published))
+    second._close_interrupted()
+    assert producer2.on(Topic.SYSTEM_ACTIONS) == []  # nothing was left unfinished
+    assert second.handle(Topic.DATA_DRIFT_DETECTED, value) == []  # redelivered trigger: not repeated
+    [cooled] = second.handle(Topic.DATA_DRIFT_DETECTED, drift(clock))  # a new drift: still in cooldown
+    assert (cooled.status, cooled.suppressed_reason) == ("suppressed", "cooldown")
+    assert executors2.retrains == 0
+
+
+def test_an_action_interrupted_by_a_restart_is_closed_not_repeated(clock):
+    first, producer, _executors, _ = make(clock)
+    value = drift(clock)
+    first.handle(Topic.DATA_DRIFT_DETECTED, value)  # the retrain never finishes (gate closed)
+    started = [ActionRecord.from_value(v) for v in producer.on(Topic.SYSTEM_ACTIONS)]
+
+    second, producer2, executors2, _ = make(clock)
+    for record in started:
+        second.history.add(record)
+    second._close_interrupted()
+    [closed] = [ActionRecord.from_value(v) for v in producer2.on(Topic.SYSTEM_ACTIONS)]
+    assert (closed.action_id, closed.status) == (started[0].action_id, "failed")
+    assert "interrupted" in closed.outcome
+    assert second.history.unfinished() == []
+    assert second.handle(Topic.DATA_DRIFT_DETECTED, value) == []
+    assert executors2.retrains == 0
+    _executors.gate.set()
+
+
+def evaluation(clock: Clock, challenger: str = "4") -> dict[str, Any]:
+    return {
+        "envelope": envelope(clock),
+        "model_name": MODEL,
+        "champion_version": "3",
+        "challenger_version": challenger,
+        "winner": "challenger",
+        "metric": "auprc",
+        "test_name": "bootstrap",
+        "p_value": 0.01,
+        "significant": True,
+        "champion_metrics": {},
+        "challenger_metrics": {},
+        "champion_samples": 900,
+        "challenger_samples": 100,
+    }
+
+
+def terminal(responder: Responder, producer: FakeProducer, action_id: str) -> ActionRecord:
+    wait_until(lambda: not responder.in_progress())
+    records = [ActionRecord.from_value(v) for v in producer.on(Topic.SYSTEM_ACTIONS)]
+    return next(r for r in records if r.action_id == action_id and r.status != "started")
+
+
+def test_won_evaluation_promotes_and_announces_the_deployment(clock):
+    registry = FakeRegistry({"champion": "3", "challenger": "4"})
+    responder, producer, _, _ = make(clock, registry)
+    value = evaluation(clock)
+    [started] = responder.handle(Topic.MODEL_EVALUATION_COMPLETED, value)
+    done = terminal(responder, producer, started.action_id)
+    assert done.status == "succeeded", done.outcome
+    assert registry.aliases == {"champion": "4", "previous_champion": "3"}
+    [deployed] = producer.on(Topic.MODEL_DEPLOYED)
+    assert (deployed["alias"], deployed["version"], deployed["previous_version"], deployed["action"]) == (
+        "champion",
+        "4",
+        "3",
+        "promote",
+    )
+    assert deployed["envelope"]["causation_id"] == value["envelope"]["event_id"]
+    assert deployed["envelope"]["correlation_id"] == value["envelope"]["correlation_id"]
+
+
+def test_a_stale_evaluation_does_not_promote(clock):
+    registry = FakeRegistry({"champion": "3", "challenger": "5"})
+    responder, producer, _, _ = make(clock, registry)
+    [started] = responder.handle(Topic.MODEL_EVALUATION_COMPLETED, evaluation(clock, "4"))
+    done = terminal(responder, producer, started.action_id)
+    assert (done.status, done.suppressed_reason) == ("suppressed", "stale")
+    assert registry.aliases["champion"] == "3"
+    assert producer.on(Topic.MODEL_DEPLOYED) == []
+
+
+def degraded(clock: Clock, version: str = "3") -> dict[str, Any]:
+    return {
+        "envelope": envelope(clock),
+        "model_name": MODEL,
+        "model_version": version,
+        "ab_arm": "champion",
+        "severity": "HIGH",
+        "metric": "auc_roc",
+        "baseline_value": 0.95,
+        "current_value": 0.8,
+        "performance_drop": 0.16,
+        "baseline_metrics": {},
+        "current_metrics": {},
+        "samples": 800,
+        "action_hint": "rollback",
+    }
+
+
+def test_degradation_rolls_back_then_a_second_rollback_fails_with_an_alert(clock):
+    registry = FakeRegistry({"champion": "3", "previous_champion": "2"})
+    responder, producer, _, _ = make(clock, registry, cooldowns_s={"rollback": 0})
+    [started] = responder.handle(Topic.MODEL_PERFORMANCE_DEGRADED, degraded(clock))
+    assert terminal(responder, producer, started.action_id).status == "succeeded"
+    assert registry.aliases == {"champion": "2"}
+    [deployed] = producer.on(Topic.MODEL_DEPLOYED)
+    assert (deployed["action"], deployed["version"], deployed["previous_version"]) == ("rollback", "2", "3")
+
+    # The restored version degrades too: nothing to go back to.
+    [again] = responder.handle(Topic.MODEL_PERFORMANCE_DEGRADED, degraded(clock, "2"))
+    failed = terminal(responder, producer, again.action_id)
+    assert failed.status == "failed" and "previous_champion" in failed.outcome
+    alerts = producer.on(Topic.SYSTEM_ALERTS)
+    assert any(a["dedup_key"].endswith("rollback-failed") and a["severity"] == "CRITICAL" for a in alerts)
+
+
+def test_degradation_of_a_version_no_longer_champion_is_not_rolled_back(clock):
+    registry = FakeRegistry({"champion": "5", "previous_champion": "3"})
+    responder, producer, _, _ = make(clock, registry)
+    [started] = responder.handle(Topic.MODEL_PERFORMANCE_DEGRADED, degraded(clock, "3"))
+    done = terminal(responder, producer, started.action_id)
+    assert (done.status, done.suppressed_reason) == ("suppressed", "not_champion")
+    assert registry.aliases["champion"] == "5"
+
+
+def overload_condition(clock: Clock) -> Condition:
+    return Condition(
+        event_type=EventType.SYSTEM_OVERLOAD,
+        trigger_topic=Topic.SYSTEM_HEALTH,
+        trigger=envelope(clock, "predictor"),
+        severity=Severity.MEDIUM,
+        assessed=Severity.MEDIUM,
+        subject="predictor",
+        attributes={"service": "predictor", "consumer_lag": "9000"},
+    )
+
+
+def test_scale_publishes_the_request_and_runs_the_command(clock):
+    responder, producer, _, commands = make(clock)
+    for instance in ("a", "b"):
+        responder.handle(
+            Topic.SYSTEM_HEALTH,
+            {
+                "envelope": envelope(clock, "predictor"),
+                "service": "predictor",
+                "instance_id": instance,
+                "status": "ok",
+                "dependencies": {},
+                "version": "1",
+                "uptime_s": 1.0,
+                "details": {"consumer_lag": "0"},
+            },
+        )
+    [started] = responder.respond(overload_condition(clock))
+    done = terminal(responder, producer, started.action_id)
+    assert done.status == "succeeded", done.outcome
+    assert commands == [["scale", "predictor", "3"]]
+    [request] = producer.on(Topic.SYSTEM_SCALE_REQUESTED)
+    assert (request["service"], request["current_instances"], request["desired_instances"]) == (
+        "predictor",
+        2,
+        3,
+    )
+
+
+def test_scale_stops_at_the_maximum(clock):
+    responder, producer, _, commands = make(clock, scale_max_instances=1)
+    [started] = responder.respond(overload_condition(clock))
+    done = terminal(responder, producer, started.action_id)
+    assert (done.status, done.suppressed_reason) == ("suppressed", "max_instances")
+    assert commands == []
+
+
+def test_manual_actions_use_the_same_executors_and_records(clock):
+    registry = FakeRegistry({"champion": "3", "challenger": "4"})
+    responder, producer, _, _ = make(clock, registry)
+    done = responder.manual(Action.PROMOTE)
+    assert (done.status, done.rule_id, done.trigger_event_type) == ("succeeded", "manual-promote", "manual")
+    assert registry.aliases["champion"] == "4"
+    back = responder.manual(Action.ROLLBACK)
+    assert back.status == "succeeded"  # back to 3
+    again = responder.manual(Action.ROLLBACK)
+    assert again.status == "failed"
+    statuses = [(r["action"], r["status"]) for r in producer.on(Topic.SYSTEM_ACTIONS)]
+    assert statuses.count(("promote", "started")) == 1 and statuses.count(("rollback", "failed")) == 1
+    # Manual actions neither start cooldowns nor page anyone about their own failure.
+    assert responder.history.policy.last_run == {}
+    assert producer.on(Topic.SYSTEM_ALERTS) == []
+
+
+def test_quick_action_alert_uses_dedup_key_from_event_type_and_subject(clock):
+    responder, producer, _, _ = make(clock)
+    condition = Condition(
+        event_type=EventType.HEALTH_CHECK_FAILED,
+        trigger_topic=Topic.SYSTEM_HEALTH,
+        trigger=envelope(clock, "recommender"),
+        severity=Severity.HIGH,
+        assessed=Severity.HIGH,
+        subject="recommender",
+        attributes={"service": "recommender", "status": "silent"},
+    )
+    [record] = responder.respond(condition)
+    assert (record.action, record.status, record.rule_id) == (
+        "alert",
+        "succeeded",
+        "service-health-check-failed",
+    )
+    [alert] = producer.on(Topic.SYSTEM_ALERTS)
+    assert alert["dedup_key"] == "service_health_check_failed:recommender"
+    assert alert["labels"]["source"] == "auto-responder"
+    assert alert["related_event_id"] == condition.trigger_event_id
+
+
+def test_executor_crash_is_a_failed_record_not_a_crash(clock):
+    responder, producer, executors, _ = make(clock)
+
+    def boom(ctx: ActionContext) -> ActionResult:
+        raise RuntimeError("registry exploded")
+
+    executors.promote = boom  # type: ignore[method-assign]
+    [started] = responder.handle(Topic.MODEL_EVALUATION_COMPLETED, evaluation(clock))
+    done = terminal(responder, producer, started.action_id)
+    assert done.status == "failed" and "registry exploded" in done.outcome
+    assert responder.history.success_ratio(clock.now) == 0.0
+
+
+def test_decision_for_a_condition_without_trigger_gets_its_own_envelope(clock):
+    responder, producer, _, _ = make(clock)
+    condition = Condition(
+        event_type=EventType.HEALTH_CHECK_FAILED,
+        trigger_topic=Topic.SYSTEM_HEALTH,
+        trigger={},
+        severity=Severity.HIGH,
+        assessed=Severity.HIGH,
+        subject="alerter",
+        attributes={"service": "alerter"},
+    )
+    [record] = responder.respond(condition)
+    assert record.trigger_event_id
+
+
+def test_decision_dataclass_defaults():
+    condition = Condition("x", "t", {}, Severity.LOW, Severity.LOW)
+    assert not Decision(condition, "r", Action.ALERT).suppressed
+
+
+def test_training_leaves_the_mlflow_environment_alone(monkeypatch):
+    # A retrain runs in this process, and the scale command's children inherit its environment:
+    # pointing MLflow at the server for the run must not leave MLflow's local default behind.
+    from fraud_model.training import _fluent_tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "http://registry.example:5000")
+    with _fluent_tracking("http://127.0.0.1:5000"):
+        pass
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert os.environ["MLFLOW_REGISTRY_URI"] == "http://registry.example:5000"

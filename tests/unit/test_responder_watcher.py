@@ -1,0 +1,114 @@
+"""Health and overload conditions from system.health heartbeats, with an explicit clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from auto_responder.model import EventType, Severity
+from auto_responder.watcher import HeartbeatWatcher
+from mlops_platform.contracts import new_envelope
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def beat(service: str, at: datetime, status="ok", instance="i1", deps=None, lag=0) -> dict:
+    env = new_envelope(service)
+    env["event_time"] = at
+    return {
+        "envelope": env,
+        "service": service,
+        "instance_id": instance,
+        "status": status,
+        "dependencies": deps or {"kafka": "ok"},
+        "version": "0.1.0",
+        "uptime_s": 10.0,
+        "details": {"consumer_lag": str(lag)},
+    }
+
+
+def watcher(**kw) -> HeartbeatWatcher:
+    options = {
+        "own_service": "auto-responder",
+        "timeout_s": 30,
+        "scale_service": "predictor",
+        "overload_lag": 1000,
+        "repeat_s": 600,
+        "now": T0,
+    }
+    return HeartbeatWatcher(**(options | kw))
+
+
+def test_a_service_that_stops_beating_fails_once_per_outage():
+    w = watcher()
+    last = beat("predictor", T0)
+    assert w.observe(last, T0) == []
+    assert w.check(T0 + timedelta(seconds=30)) == []
+    [failed] = w.check(T0 + timedelta(seconds=31))
+    assert failed.event_type == EventType.HEALTH_CHECK_FAILED
+    assert failed.assessed is Severity.HIGH
+    assert failed.subject == "predictor"
+    assert failed.attributes["status"] == "silent"
+    assert failed.trigger_event_id == last["envelope"]["event_id"]  # the last beat is the evidence
+    assert w.check(T0 + timedelta(seconds=300)) == []  # not again while silent
+    # Beating healthy again resolves it, and a later outage is a new condition.
+    [recovered] = w.observe(beat("predictor", T0 + timedelta(seconds=400)), T0 + timedelta(seconds=400))
+    assert recovered.event_type == EventType.HEALTH_RECOVERED
+    assert len(w.check(T0 + timedelta(seconds=431))) == 1
+
+
+def test_one_live_instance_keeps_a_service_up():
+    w = watcher()
+    w.observe(beat("predictor", T0, instance="a"), T0)
+    w.observe(beat("predictor", T0, instance="b"), T0)
+    assert w.live_instances("predictor", T0) == 2
+    later = T0 + timedelta(seconds=40)
+    w.observe(beat("predictor", later, instance="a"), later)  # b was scaled away
+    assert w.check(later) == []
+    assert w.live_instances("predictor", later) == 1
+
+
+def test_degraded_severity_depends_on_what_fails():
+    w = watcher()
+    [infra] = w.observe(beat("predictor", T0, "degraded", deps={"kafka": "ok", "mlflow": "down"}), T0)
+    assert infra.assessed is Severity.LOW
+    # Still degraded for the same reason: not raised again.
+    assert (
+        w.observe(beat("predictor", T0 + timedelta(seconds=5), "degraded", deps={"mlflow": "down"}), T0) == []
+    )
+    # Its own component fails: worse, raised again.
+    at = T0 + timedelta(seconds=10)
+    [own] = w.observe(beat("predictor", at, "degraded", deps={"model": "down", "kafka": "ok"}), at)
+    assert own.assessed is Severity.MEDIUM
+    at = T0 + timedelta(seconds=15)
+    [down] = w.observe(beat("predictor", at, "down"), at)
+    assert down.assessed is Severity.HIGH
+
+
+def test_stale_own_and_unwatched_heartbeats_are_ignored():
+    w = watcher(watched=["predictor"])
+    assert w.observe(beat("predictor", T0 - timedelta(hours=3), "down"), T0) == []
+    assert w.observe(beat("auto-responder", T0, "down"), T0) == []
+    assert w.observe(beat("recommender", T0, "down"), T0) == []
+    assert [s["service"] for s in w.snapshot(T0)] == ["predictor"]
+
+
+def test_an_expected_service_that_never_beats_fails():
+    w = watcher(watched=["predictor"])
+    [silent] = w.check(T0 + timedelta(seconds=31))
+    assert silent.subject == "predictor" and silent.trigger == {}
+
+
+def test_overload_from_the_scaled_service_lag():
+    w = watcher()
+    assert w.observe(beat("predictor", T0, lag=400, instance="a"), T0) == []
+    [overload] = w.observe(beat("predictor", T0, lag=700, instance="b"), T0)  # 1100 in total
+    assert overload.event_type == EventType.SYSTEM_OVERLOAD
+    assert overload.assessed is Severity.MEDIUM
+    assert overload.attributes["consumer_lag"] == "1100"
+    later = T0 + timedelta(seconds=60)
+    assert w.observe(beat("predictor", later, lag=5000, instance="a"), later) == []  # repeat_s not over
+    much_later = T0 + timedelta(seconds=601)
+    [again] = w.observe(beat("predictor", much_later, lag=5000, instance="a"), much_later)
+    assert again.assessed is Severity.HIGH
+    # Lag of other services never means "scale the predictor".
+    assert w.observe(beat("recommender", T0, lag=10**6), T0) == []
