@@ -700,7 +700,14 @@ class TransactionalLoop(_LoopBase):
         self.retry_backoff_s = retry_backoff_s
         self.output_schema_topics = dict(output_schema_topics or {})
         self.producer = EventProducer(
-            settings, service, serde, transactional_id=transactional_id, **dict(producer_overrides or {})
+            settings,
+            service,
+            serde,
+            transactional_id=transactional_id,
+            # Right after a commit the coordinator answers the next transaction with
+            # CONCURRENT_TRANSACTIONS; librdkafka's default 100 ms retry back-off would
+            # then cap a loop at about ten transactions a second.
+            **{"retry.backoff.ms": 5, **dict(producer_overrides or {})},
         )
         self.dead_letter_topic = dead_letter_topic or dlq_topic(service)
         self.transactions_committed = 0

@@ -1,0 +1,828 @@
+#!/usr/bin/env python3
+"""Scoring benchmark: the predictor pipeline vs a naive per-event scorer vs the raw Kafka pipe.
+
+    python scripts/bench.py [--rates 250,1000,2000] [--duration 10] [--saturation-events 20000]
+                            [--own-predictor] [--via kafka|ingest] [--quick]
+
+Three modes on the same broker, with the same generator transactions (Avro
+``prediction.request`` values):
+
+* **pipeline** — requests go to ``prediction.request`` (or through ingest's HTTP API with
+  ``--via ingest``) and are scored by the predictor (micro-batches, Kafka transactions);
+  arrival is when ``prediction.completed`` becomes readable (``read_committed``). By default
+  the running predictor (``--predictor-url``) is used; if none answers, or with
+  ``--own-predictor``, one is started on private topics.
+* **naive** — a separate process consumes one message, builds features for one row, predicts
+  one row, produces the result and waits for the broker's acknowledgement, then takes the next
+  (offsets stored after the acknowledgement, committed in the background: at-least-once).
+  Private topics, same model version as the pipeline's champion.
+* **raw** — produce -> consume of the same request bytes on a private topic, no processing:
+  the ceiling the broker and client set on this machine.
+
+Each mode runs a saturation phase (a burst of N events: throughput = N / time until the last
+one arrived) and fixed-rate phases (events scheduled at exact times; latency = arrival minus
+scheduled send time, so a sender that falls behind counts against the system — no coordinated
+omission). Fixed rates above 80 % of a mode's saturation throughput are skipped for that mode
+(its queue would only grow). Results print as a table with ratios and go to
+``bench-results/bench-<timestamp>.json`` (path printed last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from fraud_model.contract import transaction_payload
+from fraud_model.generator import TransactionGenerator
+from mlops_platform.contracts import Topic, make_event
+from mlops_platform.kafka import create_topic
+from mlops_platform.serde import AvroSerde
+from mlops_platform.settings import PlatformSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "bench-results"
+REQUEST = Topic.PREDICTION_REQUEST.value
+COMPLETED = Topic.PREDICTION_COMPLETED.value
+PARTITIONS = 6
+#: A mode is not driven at a fixed rate above this share of its saturation throughput.
+MAX_LOAD_FACTOR = 0.8
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command")
+    worker = sub.add_parser("naive-worker", help="internal: the naive per-event scorer process")
+    worker.add_argument("--input", required=True)
+    worker.add_argument("--output", required=True)
+    worker.add_argument("--group", required=True)
+    worker.add_argument("--model-name", required=True)
+    worker.add_argument("--version", required=True)
+
+    parser.add_argument("--rates", default="250,1000,2000", help="fixed rates in events/s (comma separated)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per fixed-rate phase")
+    parser.add_argument("--saturation-events", type=int, default=20_000, help="burst size (pipeline, raw)")
+    parser.add_argument("--naive-events", type=int, default=3_000, help="burst size of the naive baseline")
+    parser.add_argument("--warmup-events", type=int, default=300)
+    parser.add_argument("--predictor-url", default=os.environ.get("PREDICTOR_URL", "http://127.0.0.1:8002"))
+    parser.add_argument("--own-predictor", action="store_true", help="start a predictor on private topics")
+    parser.add_argument("--model-name", default=os.environ.get("PREDICTOR_MODEL_NAME", "fraud_detector"))
+    parser.add_argument("--via", choices=("kafka", "ingest"), default="kafka", help="how requests enter")
+    parser.add_argument("--ingest-url", default=os.environ.get("INGEST_URL", "http://127.0.0.1:8001"))
+    parser.add_argument("--modes", default="pipeline,naive,raw", help="which modes to run")
+    parser.add_argument("--quick", action="store_true", help="short run: 2 rates x 5 s, small bursts")
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rates, args.duration = "250,1000", 5.0
+        args.saturation_events, args.naive_events, args.warmup_events = 5_000, 1_000, 200
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass
+class Workload:
+    """Generator transactions, reusable across modes (ids are made unique per phase)."""
+
+    rows: list[dict[str, Any]]
+
+    @classmethod
+    def generate(cls, count: int, seed: int) -> Workload:
+        return cls([transaction_payload(row) for row in TransactionGenerator(seed=seed).generate(count)])
+
+    def transactions(self, count: int, prefix: str) -> Iterator[dict[str, Any]]:
+        for i in range(count):
+            yield {**self.rows[i % len(self.rows)], "transaction_id": f"{prefix}-{i}"}
+
+
+class Encoder:
+    def __init__(self, serde: AvroSerde) -> None:
+        self.serde = serde
+
+    def request(self, txn: dict[str, Any], event_time: float) -> bytes:
+        event = make_event("bench", txn, event_time=datetime.fromtimestamp(event_time, UTC))
+        return self.serde.encode(REQUEST, event, schema_topic=REQUEST)
+
+
+# --------------------------------------------------------------------------- arrival collector
+
+
+class Collector:
+    """Reads an output topic from its current end and records when each expected key arrives."""
+
+    def __init__(self, settings: PlatformSettings, topic: str) -> None:
+        self.topic = topic
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "group.id": f"bench-collector-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        self.consumer.assign(end_offsets(settings, topic))
+        self.expected: dict[bytes, float] = {}
+        self.arrivals: dict[bytes, float] = {}
+        self.duplicates = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"collect-{topic}", daemon=True)
+        self._thread.start()
+
+    def expect(self, key: bytes, scheduled: float) -> None:
+        with self._lock:
+            self.expected[key] = scheduled
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            # poll() returns as soon as one record is there; consume(timeout=0) then takes what is
+            # already fetched. (consume(n, timeout) would wait for n records or the full timeout,
+            # adding up to that timeout to every measured latency.)
+            first = self.consumer.poll(0.05)
+            now = time.time()
+            if first is None:
+                continue
+            messages = [first, *self.consumer.consume(num_messages=2000, timeout=0)]
+            with self._lock:
+                for msg in messages:
+                    if msg.error() is not None:
+                        continue
+                    key = msg.key()
+                    if key is None or key not in self.expected:
+                        continue
+                    if key in self.arrivals:
+                        self.duplicates += 1
+                    else:
+                        self.arrivals[key] = now
+
+    def wait_for(self, keys: list[bytes], timeout_s: float) -> int:
+        """Wait until every key arrived (or the timeout passed); returns how many arrived."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                arrived = sum(1 for k in keys if k in self.arrivals)
+            if arrived == len(keys):
+                return arrived
+            time.sleep(0.05)
+        with self._lock:
+            return sum(1 for k in keys if k in self.arrivals)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.consumer.close()
+
+
+def end_offsets(settings: PlatformSettings, topic: str) -> list[TopicPartition]:
+    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "bench-probe"})
+    try:
+        partitions = sorted(probe.list_topics(topic, timeout=10).topics[topic].partitions)
+        return [
+            TopicPartition(topic, p, probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+            for p in partitions
+        ]
+    finally:
+        probe.close()
+
+
+# --------------------------------------------------------------------------- senders
+
+
+class KafkaSender:
+    """Produces encoded requests to a topic (the pipeline's input or a private one)."""
+
+    def __init__(self, settings: PlatformSettings, topic: str, encoder: Encoder) -> None:
+        self.topic = topic
+        self.encoder = encoder
+        self.producer = Producer(settings.producer_config("bench-producer", **{"linger.ms": 1}))
+        self.failures = 0
+
+    def prepare(self, batch: list[tuple[dict[str, Any], float]]) -> list[Any]:
+        return [(txn["transaction_id"].encode(), self.encoder.request(txn, at)) for txn, at in batch]
+
+    def send(self, prepared: list[Any]) -> None:
+        for key, value in prepared:
+            while True:
+                try:
+                    self.producer.produce(self.topic, value, key=key)
+                    break
+                except BufferError:
+                    self.producer.poll(0.01)
+        self.producer.poll(0)
+
+    def flush(self) -> None:
+        self.producer.flush(60)
+
+    def close(self) -> None:
+        self.producer.flush(60)
+
+
+class IngestSender:
+    """Posts batches to ingest's ``POST /transactions/batch`` (202 = acknowledged by Kafka)."""
+
+    def __init__(self, url: str, batch_size: int = 200) -> None:
+        import httpx
+
+        self.client = httpx.Client(base_url=url, timeout=60)
+        self.batch_size = batch_size
+        self.failures = 0
+
+    def prepare(self, batch: list[tuple[dict[str, Any], float]]) -> list[Any]:
+        return [{**txn, "event_time": datetime.fromtimestamp(at, UTC).isoformat()} for txn, at in batch]
+
+    def send(self, prepared: list[Any]) -> None:
+        for start in range(0, len(prepared), self.batch_size):
+            chunk = prepared[start : start + self.batch_size]
+            response = self.client.post("/transactions/batch", json={"transactions": chunk})
+            if response.status_code != 202:
+                self.failures += len(chunk)
+                if self.failures == len(chunk):  # the first refusal says why
+                    log(f"ingest answered {response.status_code}: {response.text[:300]}")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.client.close()
+
+
+Sender = KafkaSender | IngestSender
+
+
+# --------------------------------------------------------------------------- phases
+
+
+@dataclass
+class PhaseResult:
+    mode: str
+    phase: str
+    target_rate: float | None
+    sent: int
+    received: int
+    duplicates: int
+    send_seconds: float
+    elapsed_seconds: float
+    throughput: float
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    array = np.asarray(values) * 1000.0
+    return {
+        "p50": round(float(np.percentile(array, 50)), 2),
+        "p95": round(float(np.percentile(array, 95)), 2),
+        "p99": round(float(np.percentile(array, 99)), 2),
+        "max": round(float(array.max()), 2),
+        "mean": round(float(array.mean()), 2),
+    }
+
+
+def run_phase(
+    mode: str,
+    phase: str,
+    workload: Workload,
+    sender: Sender,
+    collector: Collector,
+    count: int,
+    rate: float | None,
+    drain_timeout_s: float,
+) -> PhaseResult:
+    """Send ``count`` events (at ``rate``/s, or all at once) and wait for their outputs."""
+    # Ids must pass ingest's validation too: letters, digits, '.', '_', ':', '-'.
+    prefix = f"bench-{mode}-{phase.replace('=', '-')}-{uuid.uuid4().hex[:6]}"
+    failures_before = sender.failures
+    txns = list(workload.transactions(count, prefix))
+    keys = [t["transaction_id"].encode() for t in txns]
+    duplicates_before = collector.duplicates
+    if rate is None:
+        # A burst: everything encoded up front, then sent as fast as the client allows.
+        prepared = sender.prepare([(t, time.time()) for t in txns])
+        start = time.time()
+        schedule = [start] * count
+        for key in keys:
+            collector.expect(key, start)
+        for index in range(0, count, 2000):
+            sender.send(prepared[index : index + 2000])
+    else:
+        # Fixed rate: event i is due at start + i / rate and carries that time as its event_time.
+        start = time.time() + 0.2
+        schedule = [start + i / rate for i in range(count)]
+        for key, scheduled in zip(keys, schedule, strict=True):
+            collector.expect(key, scheduled)
+        index = 0
+        while index < count:
+            due = min(count, int((time.time() - start) * rate) + 1) if time.time() >= start else 0
+            if due > index:
+                chunk = min(due, index + 2000)
+                sender.send(sender.prepare(list(zip(txns[index:chunk], schedule[index:chunk], strict=True))))
+                index = chunk
+            else:
+                time.sleep(min(0.005, max(schedule[index] - time.time(), 0.0005)))
+    sender.flush()
+    send_seconds = time.time() - start
+    received = collector.wait_for(keys, drain_timeout_s)
+    arrivals = [collector.arrivals[k] for k in keys if k in collector.arrivals]
+    latencies = [
+        collector.arrivals[k] - s for k, s in zip(keys, schedule, strict=True) if k in collector.arrivals
+    ]
+    last = max(arrivals) if arrivals else time.time()
+    elapsed = max(last - start, 1e-9)
+    result = PhaseResult(
+        mode=mode,
+        phase=phase,
+        target_rate=rate,
+        sent=count,
+        received=received,
+        duplicates=collector.duplicates - duplicates_before,
+        send_seconds=round(send_seconds, 3),
+        elapsed_seconds=round(elapsed, 3),
+        throughput=round(received / elapsed, 1),
+        latency_ms=percentiles(latencies),
+        note="" if received == count else f"{count - received} outputs missing after {drain_timeout_s:.0f}s",
+    )
+    if sender.failures > failures_before:
+        result.note += f" ({sender.failures - failures_before} requests refused by ingest)"
+    log(
+        f"{mode:8s} {phase:12s} sent {count:6d} received {received:6d} "
+        f"{result.throughput:9.1f} ev/s  p50 {result.latency_ms.get('p50', float('nan')):8.1f} ms  "
+        f"p99 {result.latency_ms.get('p99', float('nan')):8.1f} ms"
+    )
+    return result
+
+
+def run_mode(
+    mode: str,
+    args: argparse.Namespace,
+    workload: Workload,
+    sender: Sender,
+    collector: Collector,
+    burst: int,
+    rates: list[float],
+) -> list[PhaseResult]:
+    # Warm-up: group assignment, model caches, connections; not reported.
+    run_phase(mode, "warmup", workload, sender, collector, args.warmup_events, None, 120)
+    results = [run_phase(mode, "saturation", workload, sender, collector, burst, None, 300)]
+    capacity = results[0].throughput
+    for rate in rates:
+        if rate > capacity * MAX_LOAD_FACTOR:
+            results.append(
+                PhaseResult(
+                    mode,
+                    f"rate={rate:g}",
+                    rate,
+                    0,
+                    0,
+                    0,
+                    0.0,
+                    0.0,
+                    0.0,
+                    note=f"skipped: above {MAX_LOAD_FACTOR:.0%} of saturation ({capacity:.0f} ev/s)",
+                )
+            )
+            log(f"{mode:8s} rate={rate:g} skipped (capacity {capacity:.0f} ev/s)")
+            continue
+        count = max(int(rate * args.duration), 1)
+        results.append(
+            run_phase(mode, f"rate={rate:g}", workload, sender, collector, count, rate, 60 + args.duration)
+        )
+    return results
+
+
+# --------------------------------------------------------------------------- processes and topics
+
+
+def http_json(url: str, timeout_s: float = 3.0) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - local URLs
+            body: dict[str, Any] = json.loads(response.read())
+            return body
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+
+    def tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Process:
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as out:
+        popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return Process(name, popen, log_path)
+
+
+def wait_http(process: Process, url: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise SystemExit(f"{process.name} exited during start-up:\n{process.tail()}")
+        body = http_json(url)
+        if body is not None:
+            return body
+        time.sleep(0.5)
+    raise SystemExit(f"{process.name} not ready after {timeout_s:.0f}s:\n{process.tail()}")
+
+
+@contextmanager
+def private_topics(settings: PlatformSettings, *names: str) -> Iterator[list[str]]:
+    tag = uuid.uuid4().hex[:8]
+    topics = [f"bench.{name}.{tag}" for name in names]
+    for topic in topics:
+        create_topic(settings, topic, PARTITIONS)
+    try:
+        yield topics
+    finally:
+        with suppress(Exception):
+            for future in AdminClient(settings.admin_config()).delete_topics(topics).values():
+                future.result(timeout=30)
+
+
+def ensure_champion(model_name: str, settings: PlatformSettings) -> None:
+    from fraud_model.registry import ModelRegistry
+
+    if ModelRegistry(settings.mlflow_tracking_uri, model_name).version_for_alias("champion") is None:
+        log(f"{model_name} has no @champion: training one (scripts/bootstrap_model.py)")
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "bootstrap_model.py"), "--model-name", model_name],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+
+# --------------------------------------------------------------------------- naive worker
+
+
+def naive_worker(args: argparse.Namespace) -> int:
+    """Consume one, score one row, produce one and wait for its acknowledgement; repeat."""
+    from fraud_model.features import build_features, feature_dict
+    from fraud_model.registry import ModelRegistry
+
+    settings = PlatformSettings()
+    serde = AvroSerde(settings)
+    scorer = ModelRegistry(settings.mlflow_tracking_uri, args.model_name).load_booster(
+        args.version, nthread=1
+    )
+    consumer = Consumer(
+        settings.consumer_config(
+            args.group,
+            client_id="bench-naive",
+            **{"enable.auto.commit": True, "enable.auto.offset.store": False, "fetch.wait.max.ms": 10},
+        )
+    )
+    producer = Producer(settings.producer_config("bench-naive", **{"linger.ms": 0}))
+    consumer.subscribe([args.input])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    thresholds = (0.18, 0.40, 0.65)
+    levels = ("approve", "verify", "hold", "block")
+    print("ready", flush=True)
+    while not stop.is_set():
+        msg = consumer.poll(0.2)
+        if msg is None or msg.error() is not None:
+            continue
+        request = serde.decode(args.input, msg.value(), schema_topic=REQUEST)
+        features = build_features([request])
+        probability = float(scorer.predict_proba(features)[0])
+        level = levels[sum(probability >= t for t in thresholds)]
+        envelope = request["envelope"]
+        event = make_event(
+            "bench-naive",
+            {
+                "transaction_id": request["transaction_id"],
+                "account_id": request["account_id"],
+                "request_event_id": envelope["event_id"],
+                "fraud_probability": probability,
+                "risk_level": level,
+                "model_name": args.model_name,
+                "model_version": args.version,
+                "model_alias": "champion",
+                "ab_arm": "champion",
+                "features": feature_dict(features[0]),
+                "latency_ms": max(time.time() * 1000 - envelope["event_time"].timestamp() * 1000, 0.0),
+            },
+            cause=envelope,
+        )
+        producer.produce(args.output, serde.encode(args.output, event, schema_topic=COMPLETED), key=msg.key())
+        producer.flush(30)  # the per-event acknowledgement
+        consumer.store_offsets(message=msg)
+    consumer.close()
+    producer.flush(30)
+    return 0
+
+
+# --------------------------------------------------------------------------- report
+
+
+MODES = ("pipeline", "naive", "raw")
+LABELS = {"pipeline": "pipeline (predictor)", "naive": "naive per-event", "raw": "raw Kafka pipe"}
+
+
+def comparison(results: dict[str, list[PhaseResult]]) -> dict[str, Any]:
+    def saturation(mode: str) -> float | None:
+        for r in results.get(mode, []):
+            if r.phase == "saturation" and r.received:
+                return r.throughput
+        return None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return float(f"{a / b:.4g}") if a and b else None
+
+    sat = {mode: saturation(mode) for mode in MODES}
+    latency: dict[str, dict[str, Any]] = {}
+    for mode, phases in results.items():
+        for r in phases:
+            if r.phase.startswith("rate=") and r.latency_ms:
+                latency.setdefault(r.phase, {})[mode] = r.latency_ms
+    latency_ratios = {
+        phase: {
+            f"pipeline_vs_{other}_p99": ratio(modes["pipeline"]["p99"], modes[other]["p99"])
+            for other in ("naive", "raw")
+            if "pipeline" in modes and other in modes
+        }
+        for phase, modes in latency.items()
+    }
+    return {
+        "saturation_throughput": sat,
+        "throughput_ratios": {
+            "pipeline_vs_naive": ratio(sat["pipeline"], sat["naive"]),
+            "pipeline_vs_raw": ratio(sat["pipeline"], sat["raw"]),
+            "naive_vs_raw": ratio(sat["naive"], sat["raw"]),
+        },
+        "latency_at_fixed_rates_ms": latency,
+        "latency_ratios": latency_ratios,
+    }
+
+
+def table(results: dict[str, list[PhaseResult]], summary: dict[str, Any]) -> str:
+    phases: list[str] = []
+    for mode_results in results.values():
+        for r in mode_results:
+            if r.phase not in phases:
+                phases.append(r.phase)
+    modes = [m for m in MODES if m in results]
+    width = 34
+    header = f"{'phase':<14}" + "".join(f"| {LABELS[m]:<{width - 2}}" for m in modes)
+    sub = f"{'':<14}" + "".join(f"| {'ev/s':>8} {'p50':>7} {'p95':>7} {'p99':>7} " for _ in modes)
+    lines = [header, sub, "-" * len(sub)]
+    for phase in phases:
+        row = f"{phase:<14}"
+        for mode in modes:
+            found = next((x for x in results[mode] if x.phase == phase), None)
+            if found is None or not found.received:
+                label = "skipped" if found is not None and found.note.startswith("skipped") else "n/a"
+                row += f"| {label:>{width - 2}}"
+                continue
+            lat = found.latency_ms
+            row += f"| {found.throughput:>8.0f} {lat['p50']:>7.1f} {lat['p95']:>7.1f} {lat['p99']:>7.1f} "
+        lines.append(row)
+    lines.append(
+        "latency in ms (scheduled send -> output readable); saturation latency includes queueing of the burst"
+    )
+    ratios = summary["throughput_ratios"]
+    lines.append(
+        "saturation throughput ratios: "
+        + ", ".join(f"{k.replace('_vs_', '/')} = {v:.3g}x" for k, v in ratios.items() if v is not None)
+    )
+    for phase, values in summary["latency_ratios"].items():
+        if values:
+            lines.append(
+                f"p99 latency ratios at {phase}: "
+                + ", ".join(
+                    f"{k.replace('_vs_', '/').removesuffix('_p99')} = {v:.3g}x"
+                    for k, v in values.items()
+                    if v
+                )
+            )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.command == "naive-worker":
+        return naive_worker(args)
+
+    settings = PlatformSettings()
+    serde = AvroSerde(settings)
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    workload = Workload.generate(5_000, args.seed)
+    encoder = Encoder(serde)
+    log_dir = Path(os.environ.get("BENCH_LOG_DIR", "/tmp")) / f"bench-{uuid.uuid4().hex[:6]}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    processes: list[Process] = []
+    started_at = datetime.now(UTC)
+    results: dict[str, list[PhaseResult]] = {}
+    meta: dict[str, Any] = {}
+    try:
+        # ---- the pipeline: running predictor, or our own on private topics
+        predictor_model = http_json(f"{args.predictor_url}/model") if not args.own_predictor else None
+        ready = http_json(f"{args.predictor_url}/ready") if predictor_model else None
+        with private_topics(settings, "request", "completed", "naive-in", "naive-out", "raw") as topics:
+            req_topic, out_topic, naive_in, naive_out, raw_topic = topics
+            if predictor_model and ready and ready.get("ready"):
+                pipeline_in, pipeline_out = REQUEST, COMPLETED
+                meta["predictor"] = {"url": args.predictor_url, "own": False, "model": predictor_model}
+                log(f"using the running predictor at {args.predictor_url}")
+            else:
+                if args.via == "ingest":
+                    raise SystemExit("--via ingest needs the running predictor (make up)")
+                ensure_champion(args.model_name, settings)
+                port = free_port()
+                env = {
+                    **os.environ,
+                    "PREDICTOR_HTTP_PORT": str(port),
+                    "PREDICTOR_INSTANCE_ID": f"bench-{uuid.uuid4().hex[:6]}",
+                    "PREDICTOR_GROUP_ID": f"bench-predictor-{uuid.uuid4().hex[:6]}",
+                    "PREDICTOR_MODEL_NAME": args.model_name,
+                    "PREDICTOR_REQUEST_TOPIC": req_topic,
+                    "PREDICTOR_COMPLETED_TOPIC": out_topic,
+                    "PREDICTOR_HEARTBEAT_INTERVAL_S": "3600",
+                }
+                predictor = spawn("predictor", [sys.executable, "-m", "predictor"], env, log_dir)
+                processes.append(predictor)
+                url = f"http://127.0.0.1:{port}"
+                log(f"starting a predictor on private topics ({url}, log {predictor.log_path})")
+                deadline = time.monotonic() + 180
+                while not (http_json(f"{url}/ready") or {}).get("ready"):
+                    if predictor.popen.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit(f"the predictor did not become ready:\n{predictor.tail()}")
+                    time.sleep(0.5)
+                predictor_model = http_json(f"{url}/model") or {}
+                pipeline_in, pipeline_out = req_topic, out_topic
+                meta["predictor"] = {"url": url, "own": True, "model": predictor_model}
+            champion = (predictor_model or {}).get("champion") or {}
+            model_name = str((predictor_model or {}).get("model_name") or args.model_name)
+            version = str(champion.get("version") or "")
+
+            if "pipeline" in modes:
+                collector = Collector(settings, pipeline_out)
+                sender: Sender = (
+                    IngestSender(args.ingest_url)
+                    if args.via == "ingest"
+                    else KafkaSender(settings, pipeline_in, encoder)
+                )
+                try:
+                    results["pipeline"] = run_mode(
+                        "pipeline", args, workload, sender, collector, args.saturation_events, rates
+                    )
+                finally:
+                    collector.close()
+                    sender.close()
+
+            if "naive" in modes:
+                worker = spawn(
+                    "naive-worker",
+                    [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        "naive-worker",
+                        "--input",
+                        naive_in,
+                        "--output",
+                        naive_out,
+                        "--group",
+                        f"bench-naive-{uuid.uuid4().hex[:6]}",
+                        "--model-name",
+                        model_name,
+                        "--version",
+                        version,
+                    ],
+                    dict(os.environ),
+                    log_dir,
+                )
+                processes.append(worker)
+                deadline = time.monotonic() + 180
+                while "ready" not in worker.log_path.read_text(errors="replace"):
+                    if worker.popen.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit(f"the naive worker did not start:\n{worker.tail()}")
+                    time.sleep(0.5)
+                collector = Collector(settings, naive_out)
+                try:
+                    results["naive"] = run_mode(
+                        "naive",
+                        args,
+                        workload,
+                        KafkaSender(settings, naive_in, encoder),
+                        collector,
+                        args.naive_events,
+                        rates,
+                    )
+                finally:
+                    collector.close()
+                    worker.stop()
+
+            if "raw" in modes:
+                collector = Collector(settings, raw_topic)
+                try:
+                    results["raw"] = run_mode(
+                        "raw",
+                        args,
+                        workload,
+                        KafkaSender(settings, raw_topic, encoder),
+                        collector,
+                        args.saturation_events,
+                        rates,
+                    )
+                finally:
+                    collector.close()
+    finally:
+        for process in processes:
+            process.stop()
+
+    summary = comparison(results)
+    report = {
+        "started_at": started_at.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "host": {
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "broker": settings.kafka_bootstrap_servers,
+        "config": {
+            "via": args.via,
+            "rates": rates,
+            "duration_s": args.duration,
+            "saturation_events": args.saturation_events,
+            "naive_events": args.naive_events,
+            "warmup_events": args.warmup_events,
+            "max_load_factor": MAX_LOAD_FACTOR,
+            "message_bytes": len(encoder.request(next(workload.transactions(1, "size")), time.time())),
+        },
+        **meta,
+        "summary": summary,
+        "results": {mode: [asdict(r) for r in phases] for mode, phases in results.items()},
+    }
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    path = args.output_dir / f"bench-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    print(table(results, summary))
+    print(json.dumps(summary, indent=2, default=str))
+    print(f"results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

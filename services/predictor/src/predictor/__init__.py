@@ -1,0 +1,1 @@
+"""Fraud scoring service: prediction.request -> prediction.completed, champion/challenger by alias."""
