@@ -1,52 +1,143 @@
 #!/usr/bin/env python3
-"""The product's main command: bring the constellation up and show it live.
+"""The product's main command: the whole constellation and the demo scenario, in the foreground.
 
-Starts everything (``scripts/stack.py up``), prints where to look, then refreshes a
-status view until Ctrl+C, which stops the whole constellation cleanly.
+    python scripts/run.py [demo options, see scripts/demo.py --help]
+
+1. starts the infrastructure (Kafka, schema registry, MLflow, Prometheus, Alertmanager) and
+   local alert sinks (a webhook receiver and an SMTP server standing in for Slack/e-mail);
+2. trains a fresh baseline champion for this run, so every demo starts from the same place;
+3. (re)starts the six services with demo tuning (smaller windows and sample minimums, a
+   larger challenger share) so the loop closes in minutes instead of hours;
+4. runs the demo (scripts/demo.py): traffic, drift injection, the live event timeline;
+5. on Ctrl+C (or when the demo ends with --exit-after-loop) stops everything it started.
+
+Settings already present in the environment win over the demo tuning.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import demo  # noqa: E402
 import stack  # noqa: E402
 
+SINKS_HTTP_PORT = int(os.environ.get("DEMO_SINKS_HTTP_PORT", "9901"))
+SINKS_SMTP_PORT = int(os.environ.get("DEMO_SINKS_SMTP_PORT", "2525"))
 
-def main() -> int:
-    try:
-        stack.up(infra_only=False)
-    except stack.StackError as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        return 1
-    print("\nOpen:")
-    print(f"  MLflow UI          {stack.MLFLOW_URL}")
-    print(f"  Schema registry    {stack.REGISTRY_URL}/subjects")
+# Production defaults want thousands of labelled samples per arm and hour-long cooldowns;
+# the demo shrinks them so the loop visibly closes within a few minutes.
+DEMO_ENV = {
+    "ALERTER_WEBHOOK_URL": f"http://{stack.HOST}:{SINKS_HTTP_PORT}/webhook",
+    "ALERTER_SLACK_WEBHOOK_URL": f"http://{stack.HOST}:{SINKS_HTTP_PORT}/slack",
+    "ALERTER_SMTP_HOST": stack.HOST,
+    "ALERTER_SMTP_PORT": str(SINKS_SMTP_PORT),
+    "ALERTER_SMTP_FROM": "alerter@localhost",
+    "ALERTER_SMTP_TO": "oncall@localhost",
+    "PREDICTOR_CHALLENGER_SHARE": "0.3",
+    "PREDICTOR_MODEL_REFRESH_INTERVAL_S": "10",
+    "DRIFT_WINDOW_SIZE": "1500",
+    "DRIFT_WINDOW_STEP": "500",
+    "DRIFT_MIN_LABELLED_SAMPLES": "1000",
+    "DRIFT_MIN_LABELLED_POSITIVES": "15",
+    "DRIFT_QUALITY_EVAL_EVERY": "200",
+    "DRIFT_AB_MIN_SAMPLES": "1000",
+    "DRIFT_AB_MIN_POSITIVES": "15",
+    "DRIFT_REPORT_MIN_INTERVAL_S": "20",
+    "RESPONDER_RETRAIN_MIN_ROWS": "2000",
+    "RESPONDER_RETRAIN_MIN_POSITIVES": "20",
+}
+
+
+def start_sinks() -> None:
+    name = "alert-sinks"
+    if stack.running_pid(name):
+        return
+    stack.spawn(
+        name,
+        [
+            stack.PYTHON,
+            str(stack.ROOT / "scripts" / "alert_sinks.py"),
+            "--host",
+            stack.HOST,
+            "--http-port",
+            str(SINKS_HTTP_PORT),
+            "--smtp-port",
+            str(SINKS_SMTP_PORT),
+        ],
+        stack.platform_env(),
+    )
+    stack.wait_for(name, lambda: stack.http_ok(f"http://{stack.HOST}:{SINKS_HTTP_PORT}/"), 30)
+    print(
+        f"  alert-sinks: webhook http://{stack.HOST}:{SINKS_HTTP_PORT}/ , SMTP {stack.HOST}:{SINKS_SMTP_PORT}"
+    )
+
+
+def fresh_champion() -> None:
+    """A baseline champion trained for this run (the previous run may have promoted another)."""
+    result = subprocess.run(  # noqa: S603
+        [stack.PYTHON, str(stack.ROOT / "scripts" / "bootstrap_model.py"), "--force", "--clear-challenger"],
+        env=stack.platform_env(),
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise stack.StackError(f"training the demo's champion failed:\n{result.stdout}{result.stderr}")
+    print(f"  model: fraud_detector@champion is version {result.stdout.strip().splitlines()[-1]}")
+
+
+def print_urls() -> None:
+    print("\nOpen while it runs:")
+    print(f"  MLflow UI           {stack.MLFLOW_URL}")
+    print(f"  Prometheus          {stack.PROMETHEUS_URL}   (alerts: {stack.PROMETHEUS_URL}/alerts)")
+    print(f"  Alertmanager        {stack.ALERTMANAGER_URL}")
+    print(f"  Schema registry     {stack.REGISTRY_URL}/subjects")
     for spec in stack.SERVICES:
-        if stack.service_available(spec):
-            print(f"  {spec.name:<18} http://{stack.HOST}:{spec.port}/docs")
-    print("\nCtrl+C stops everything.\n")
-    stopping = {"flag": False}
+        print(f"  {spec.name:<19} http://{stack.HOST}:{spec.port}/docs")
+    print(f"  Drift reports       http://{stack.HOST}:{stack.SERVICE_BY_NAME['drift-detector'].port}/reports")
+    print(f"  Delivered alerts    http://{stack.HOST}:{SINKS_HTTP_PORT}/")
+    print("  Status              make status\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = demo.parser().parse_args(argv)
+    for key, value in DEMO_ENV.items():
+        os.environ.setdefault(key, value)
+    stop = threading.Event()
 
     def request_stop(_signum: int, _frame: object) -> None:
-        stopping["flag"] = True
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("\nStopping (Ctrl+C again to force)...", flush=True)
+        stop.set()
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    while not stopping["flag"]:
-        print(f"--- {time.strftime('%H:%M:%S')}")
-        stack.print_status(as_json=False)
-        for _ in range(20):
-            if stopping["flag"]:
-                break
-            time.sleep(0.5)
-    print("\nStopping the constellation...")
-    stack.down(infra=True, services=True)
-    return 0
+    code = 1
+    try:
+        print("Starting the constellation...")
+        stack.up(infra_only=True)
+        start_sinks()
+        fresh_champion()
+        # Services restart so they pick up the demo tuning and the fresh champion.
+        stack.down(infra=False, services=True)
+        stack.up(infra_only=False)
+        print_urls()
+        code = demo.run_demo(args, stop=stop)
+    except stack.StackError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+    finally:
+        print("\nStopping the constellation...", flush=True)
+        stack.down(infra=True, services=True)
+        stack.stop("alert-sinks")
+    return code
 
 
 if __name__ == "__main__":

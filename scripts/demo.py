@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""The demo scenario: live traffic, an injected drift, and the loop closing by itself.
+
+    python scripts/demo.py [--rate 150] [--baseline-s 60] [--scenario fraud_wave] [--exit-after-loop]
+
+Expects the constellation to run (``scripts/run.py`` starts it first). It then
+
+1. streams generated card transactions through ingest (HTTP), and their fraud labels a few
+   seconds later (``POST /feedback/labels``), plus user interactions and clicks;
+2. after ``--baseline-s`` switches the generator to a drifted scenario (``fraud_wave``: a new
+   merchant mix *and* a new fraud pattern);
+3. prints every event of the control plane as it happens (drift, alerts, actions, training,
+   evaluation, deployment) with its causal ids, and a status line every few seconds;
+4. when a promotion (or rollback) arrives, prints the causal chain from that
+   ``model.deployed`` back to the drift event that started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer
+
+from fraud_model.contract import TRANSACTION_FIELDS
+from fraud_model.generator import DelayedLabels, TransactionGenerator
+from mlops_platform.contracts import Topic
+from mlops_platform.serde import AvroSerde
+from mlops_platform.settings import PlatformSettings
+from recsys_data.generator import InteractionGenerator
+
+CONTROL_TOPICS = [
+    Topic.DATA_DRIFT_DETECTED,
+    Topic.MODEL_PERFORMANCE_DEGRADED,
+    Topic.MODEL_EVALUATION_COMPLETED,
+    Topic.MODEL_TRAINING_STARTED,
+    Topic.MODEL_TRAINING_COMPLETED,
+    Topic.MODEL_DEPLOYED,
+    Topic.SYSTEM_ALERTS,
+    Topic.SYSTEM_ACTIONS,
+    Topic.SYSTEM_SCALE_REQUESTED,
+]
+
+
+@dataclass
+class Urls:
+    ingest: str = "http://127.0.0.1:8001"
+    predictor: str = "http://127.0.0.1:8002"
+    drift: str = "http://127.0.0.1:8003"
+    responder: str = "http://127.0.0.1:8004"
+    recommender: str = "http://127.0.0.1:8005"
+    alerter: str = "http://127.0.0.1:8006"
+    sinks: str | None = "http://127.0.0.1:9901"
+
+
+@dataclass
+class Counters:
+    transactions: int = 0
+    labels: int = 0
+    interactions: int = 0
+    rejected: int = 0
+    errors: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, **amounts: int) -> None:
+        with self.lock:
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
+
+def short(value: object) -> str:
+    return str(value)[:8] if value else "-"
+
+
+def log(message: str) -> None:
+    print(f"{datetime.now().strftime('%H:%M:%S')}  {message}", flush=True)
+
+
+class Traffic(threading.Thread):
+    """Transactions, delayed labels and user interactions, through ingest's HTTP API."""
+
+    def __init__(self, urls: Urls, rate: float, label_delay: tuple[float, float], seed: int = 2026) -> None:
+        super().__init__(name="traffic", daemon=True)
+        self.urls = urls
+        self.rate = rate
+        self.label_delay = label_delay
+        self.generator = TransactionGenerator(seed=seed)
+        self.labels = DelayedLabels(seed=seed)
+        self.interactions = InteractionGenerator(n_users=300, seed=seed, user_prefix="demo-user")
+        self.sessions = iter(self.interactions.generate(1_000_000))
+        self.counters = Counters()
+        self.stop_event = threading.Event()
+        self.random = random.Random(seed)  # noqa: S311 - simulation only
+
+    def switch(self, scenario: str) -> None:
+        self.generator.scenario = scenario
+
+    def run(self) -> None:
+        batch = max(1, int(self.rate / 4))  # four batches a second
+        interval = batch / self.rate
+        with httpx.Client(base_url=self.urls.ingest, timeout=30) as client:
+            next_at = time.monotonic()
+            while not self.stop_event.is_set():
+                self._send_transactions(client, batch)
+                self._send_due_labels(client)
+                self._send_interactions(client, 2)
+                next_at += interval
+                self.stop_event.wait(max(0.0, next_at - time.monotonic()))
+
+    def _send_transactions(self, client: httpx.Client, count: int) -> None:
+        rows = self.generator.generate(count)
+        body = {"transactions": [{name: row[name] for name in TRANSACTION_FIELDS} for row in rows]}
+        try:
+            response = client.post("/transactions/batch", json=body)
+        except httpx.HTTPError:
+            self.counters.add(errors=1)
+            return
+        if response.status_code != 202:
+            self.counters.add(rejected=count)
+            return
+        self.counters.add(transactions=count)
+        now = time.monotonic()
+        for row in rows:
+            self.labels.add(row, now, self.label_delay, drop_rate=0.02)
+
+    def _send_due_labels(self, client: httpx.Client) -> None:
+        for label in self.labels.due(time.monotonic()):
+            try:
+                response = client.post("/feedback/labels", json=label)
+            except httpx.HTTPError:
+                self.counters.add(errors=1)
+                continue
+            self.counters.add(labels=1 if response.status_code == 202 else 0)
+
+    def _send_interactions(self, client: httpx.Client, count: int) -> None:
+        for _ in range(count):
+            event = next(self.sessions)
+            path = "/clicks" if event.kind == "click" else "/interactions"
+            payload = {k: v for k, v in event.payload().items() if v is not None}
+            try:
+                response = client.post(path, json=payload)
+            except httpx.HTTPError:
+                self.counters.add(errors=1)
+                continue
+            self.counters.add(interactions=1 if response.status_code == 202 else 0)
+
+
+class Timeline(threading.Thread):
+    """Prints every control-plane event and remembers them to walk causal chains."""
+
+    def __init__(self, settings: PlatformSettings, on_event: Callable[[str, dict[str, Any]], None]) -> None:
+        super().__init__(name="timeline", daemon=True)
+        self.serde = AvroSerde(settings)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "group.id": f"demo-timeline-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "latest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        self.events: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.on_event = on_event
+        self.stop_event = threading.Event()
+        self.assigned = threading.Event()
+
+    def run(self) -> None:
+        self.consumer.subscribe(
+            [str(t) for t in CONTROL_TOPICS], on_assign=lambda _c, _p: self.assigned.set()
+        )
+        try:
+            while not self.stop_event.is_set():
+                for msg in self.consumer.consume(num_messages=100, timeout=0.5):
+                    if msg.error() is not None:
+                        continue
+                    topic = msg.topic() or ""
+                    try:
+                        value = self.serde.decode(topic, msg.value())
+                    except Exception as exc:  # the demo shows the problem and carries on
+                        log(f"!! cannot decode {topic}: {exc}")
+                        continue
+                    self.events[value["envelope"]["event_id"]] = (topic, value)
+                    self.on_event(topic, value)
+        finally:
+            self.consumer.close()
+
+    def chain(self, event_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """Follow causation ids back from ``event_id`` as far as the demo saw them."""
+        chain: list[tuple[str, dict[str, Any]]] = []
+        current: str | None = event_id
+        while current and current in self.events:
+            topic, value = self.events[current]
+            chain.append((topic, value))
+            current = value["envelope"].get("causation_id")
+        return chain
+
+
+def describe(topic: str, value: dict[str, Any]) -> str:
+    """One human line for a control-plane event."""
+    if topic == Topic.DATA_DRIFT_DETECTED:
+        features = ", ".join(value["affected_features"][:6]) or "-"
+        return (
+            f"DRIFT {value['state']} severity={value['severity']} score={value['drift_score']:.2f} "
+            f"model v{value['model_version']} features: {features}"
+            + (f"  report: {value['report_url']}" if value.get("report_url") else "")
+        )
+    if topic == Topic.MODEL_PERFORMANCE_DEGRADED:
+        return (
+            f"DEGRADED v{value['model_version']} {value['metric']} {value['baseline_value']:.3f} -> "
+            f"{value['current_value']:.3f} (drop {value['performance_drop']:.0%}, {value['severity']})"
+        )
+    if topic == Topic.MODEL_EVALUATION_COMPLETED:
+        return (
+            f"A/B EVALUATION champion v{value['champion_version']} "
+            f"vs challenger v{value['challenger_version']}: "
+            f"winner={value['winner']} p={value['p_value']:.4f} ({value['test_name']}, "
+            f"{value['champion_samples']}/{value['challenger_samples']} samples)"
+        )
+    if topic == Topic.MODEL_TRAINING_STARTED:
+        return f"TRAINING started ({value['reason']}) on {value['dataset_size']} labelled rows"
+    if topic == Topic.MODEL_TRAINING_COMPLETED:
+        metrics = value.get("metrics") or {}
+        auc = metrics.get("auc_roc") or metrics.get("val_auc_roc")
+        return (
+            f"TRAINING {value['status']}: v{value.get('model_version')} alias={value.get('alias')} "
+            + (f"AUC={auc:.3f} " if auc else "")
+            + f"in {value['duration_s']:.1f}s"
+            + (f" error={value['error']}" if value.get("error") else "")
+        )
+    if topic == Topic.MODEL_DEPLOYED:
+        return (
+            f"DEPLOYED @{value['alias']} -> v{value['version']} (was v{value.get('previous_version')}) "
+            f"action={value['action']}: {value['reason']}"
+        )
+    if topic == Topic.SYSTEM_ALERTS:
+        return f"ALERT [{value['severity']}] {value['title']} ({value['status']})"
+    if topic == Topic.SYSTEM_ACTIONS:
+        reason = f" ({value['suppressed_reason']})" if value.get("suppressed_reason") else ""
+        return (
+            f"ACTION {value['action']} {value['status']}{reason} rule={value['rule_id']} "
+            f"trigger={value['trigger_event_type']}: {value['outcome']}"
+        )
+    if topic == Topic.SYSTEM_SCALE_REQUESTED:
+        return f"SCALE {value['service']} {value['current_instances']} -> {value['desired_instances']}"
+    return topic
+
+
+def get_json(url: str) -> Any:
+    try:
+        response = httpx.get(url, timeout=3)
+        response.raise_for_status()
+        return response.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def status_line(urls: Urls, traffic: Traffic, phase: str) -> str:
+    model = get_json(f"{urls.predictor}/model") or {}
+    arms = model.get("arms") or model.get("models") or {}
+    serving = []
+    if isinstance(arms, dict):
+        for arm, info in arms.items():
+            if isinstance(info, dict):
+                serving.append(f"{arm}=v{info.get('version')}")
+    elif isinstance(arms, list):
+        serving = [
+            f"{a.get('alias') or a.get('arm')}=v{a.get('version')}" for a in arms if isinstance(a, dict)
+        ]
+    sinks = get_json(f"{urls.sinks}/") if urls.sinks else None
+    delivered = (
+        len(sinks.get("received", sinks))
+        if isinstance(sinks, dict)
+        else (len(sinks) if isinstance(sinks, list) else 0)
+    )
+    c = traffic.counters
+    return (
+        f"[{phase}] sent {c.transactions} transactions, {c.labels} labels, {c.interactions} interactions"
+        f" | serving {' '.join(serving) or '?'} | alert deliveries {delivered}"
+        + (f" | rejected {c.rejected} errors {c.errors}" if c.rejected or c.errors else "")
+    )
+
+
+def run_demo(args: argparse.Namespace, urls: Urls | None = None, stop: threading.Event | None = None) -> int:
+    urls = urls or Urls()
+    stop = stop or threading.Event()
+    settings = PlatformSettings()
+    closed = threading.Event()
+    drift_seen = threading.Event()
+
+    def on_event(topic: str, value: dict[str, Any]) -> None:
+        log(
+            f"{describe(topic, value):<110} id={short(value['envelope']['event_id'])} "
+            f"cause={short(value['envelope'].get('causation_id'))}"
+        )
+        if topic == Topic.DATA_DRIFT_DETECTED and value.get("state") == "drift":
+            drift_seen.set()
+        if (
+            topic == Topic.MODEL_DEPLOYED
+            and value["action"] in ("promote", "rollback")
+            and drift_seen.is_set()
+        ):
+            print_chain(value["envelope"]["event_id"])
+            closed.set()
+
+    timeline = Timeline(settings, on_event)
+
+    def print_chain(event_id: str) -> None:
+        chain = timeline.chain(event_id)
+        log("LOOP CLOSED. Causal chain, newest first (follow causation_id):")
+        for topic, value in chain:
+            print(
+                f"           {short(value['envelope']['event_id'])}"
+                f" <- {short(value['envelope'].get('causation_id'))}"
+                f"  {topic:<28} {describe(topic, value)[:100]}",
+                flush=True,
+            )
+
+    timeline.start()
+    timeline.assigned.wait(30)
+    traffic = Traffic(urls, args.rate, (args.label_delay_min, args.label_delay_max))
+    traffic.start()
+    started = time.monotonic()
+    phase = "baseline"
+    log(
+        f"Streaming {args.rate:.0f} transactions/s through ingest with labels after "
+        f"{args.label_delay_min:.0f}-{args.label_delay_max:.0f}s; "
+        f"drift ({args.scenario}) in {args.baseline_s:.0f}s"
+    )
+    next_status = started
+    try:
+        while not stop.is_set():
+            now = time.monotonic()
+            if phase == "baseline" and now - started >= args.baseline_s:
+                phase = args.scenario
+                traffic.switch(args.scenario)
+                log(f">>> Injecting drift: the generator now produces the '{args.scenario}' scenario")
+            if now >= next_status:
+                log(status_line(urls, traffic, phase))
+                next_status = now + args.status_every_s
+            if closed.is_set() and args.exit_after_loop:
+                log("The loop closed; stopping the demo as asked.")
+                return 0
+            if args.duration_s and now - started >= args.duration_s:
+                log("Demo duration reached.")
+                return 0 if closed.is_set() or not args.exit_after_loop else 1
+            stop.wait(0.5)
+    finally:
+        traffic.stop_event.set()
+        timeline.stop_event.set()
+        traffic.join(10)
+        timeline.join(10)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rate", type=float, default=150.0, help="transactions per second")
+    p.add_argument(
+        "--baseline-s", type=float, default=60.0, help="seconds of baseline traffic before the drift"
+    )
+    p.add_argument("--scenario", default="fraud_wave", help="drift scenario of fraud_model.generator")
+    p.add_argument("--label-delay-min", type=float, default=3.0)
+    p.add_argument("--label-delay-max", type=float, default=10.0)
+    p.add_argument("--status-every-s", type=float, default=10.0)
+    p.add_argument("--duration-s", type=float, default=0.0, help="stop after this many seconds (0: never)")
+    p.add_argument(
+        "--exit-after-loop", action="store_true", help="stop once a promotion/rollback closed the loop"
+    )
+    return p
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo(parser().parse_args()))
