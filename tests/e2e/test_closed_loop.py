@@ -416,6 +416,9 @@ def test_drift_to_promotion_and_degradation_to_rollback_close_without_a_human(
         [challenger_deployed] = bus.on(
             Topic.MODEL_DEPLOYED, lambda v: ours(v) and v["action"] == "challenger" and v["version"] == v2
         )
+        # The evaluation names the challenger's deployment as its cause: causation ids alone
+        # lead from the promotion back to the drift.
+        assert evaluation["envelope"]["causation_id"] == challenger_deployed["envelope"]["event_id"]
         drift = bus.by_id(Topic.DATA_DRIFT_DETECTED, challenger_deployed["envelope"]["causation_id"])
         assert drift["envelope"]["event_id"] == first_drift["envelope"]["event_id"]
         assert challenger_deployed["envelope"]["correlation_id"] == drift["envelope"]["correlation_id"]

@@ -169,6 +169,10 @@ class DriftDetector:
         )
         self.evaluations: deque[dict[str, Any]] = deque(maxlen=100)
         self.arm_versions: dict[str, str] = {}
+        # Envelope of the model.deployed that put each version in service: an A/B
+        # evaluation names it as its cause, so a promotion traces back through the
+        # challenger's deployment to whatever triggered the retrain.
+        self.deployments: dict[str, dict[str, Any]] = {}
         self.reference_version: str | None = None
         self.reference_frame: Any = None
         self.monitor: Monitor | None = None
@@ -476,6 +480,10 @@ class DriftDetector:
             return
         version = str(value.get("version", ""))
         log.info("model_deployed_seen", alias=value.get("alias"), version=version, action=value.get("action"))
+        if version and version not in self.deployments:
+            self.deployments[version] = dict(record.envelope)
+            while len(self.deployments) > 100:
+                self.deployments.pop(next(iter(self.deployments)))
         # The registry says what @champion is *now*: a replayed old deployment cannot move us back.
         self.registry.want_champion()
         if version:
@@ -625,7 +633,8 @@ class DriftDetector:
             "champion_samples": result.champion_samples,
             "challenger_samples": result.challenger_samples,
         }
-        event = self._emit(self.settings.evaluation_topic, payload, cause, "n/a", result.winner)
+        deployed = self.deployments.get(challenger)
+        event = self._emit(self.settings.evaluation_topic, payload, deployed or cause, "n/a", result.winner)
         record = result.as_dict()
         record.update(
             event_id=event["envelope"]["event_id"],
