@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
@@ -823,6 +823,75 @@ class TransactionalLoop(_LoopBase):
 
 class _Retry(Exception):
     pass
+
+
+# --------------------------------------------------------------------------- reading a range
+
+
+def offsets_since(
+    consumer: Consumer, topic: str, since_ms: int, timeout_s: float
+) -> dict[int, tuple[int, int]]:
+    """Per partition, the ``(start, end)`` offsets of the records from ``since_ms`` to the current end.
+
+    Partitions with nothing in that range are left out. ``end`` is the high watermark
+    at the time of the call, so a reader stops there even while producers carry on.
+    """
+    metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        raise KafkaUnavailable(f"cannot read {topic}: {metadata.error if metadata else 'no such topic'}")
+    partitions = sorted(metadata.partitions)
+    starts = {
+        tp.partition: tp.offset
+        for tp in consumer.offsets_for_times(
+            [TopicPartition(topic, p, since_ms) for p in partitions], timeout=timeout_s
+        )
+    }
+    ranges: dict[int, tuple[int, int]] = {}
+    for partition in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        start = starts.get(partition, -1)
+        start = high if start < 0 else max(start, low)
+        if start < high:
+            ranges[partition] = (start, high)
+    return ranges
+
+
+def consume_to_end(
+    consumer: Consumer, topic: str, ends: Mapping[int, int], timeout_s: float, batch_size: int = 500
+) -> Iterator[Message]:
+    """Yield the records of the assigned partitions of ``topic`` up to each partition's end offset.
+
+    The consumer must be assigned (not subscribed) with ``enable.partition.eof`` on.
+    Raises :class:`KafkaUnavailable` when the ends are not reached within ``timeout_s``.
+    """
+    remaining = dict(ends)
+    deadline = time.monotonic() + timeout_s
+    while remaining:
+        if time.monotonic() > deadline:
+            raise KafkaUnavailable(
+                f"reading {topic} did not reach the end within {timeout_s:.0f}s: {remaining}"
+            )
+        for msg in consumer.consume(num_messages=batch_size, timeout=0.5):
+            partition = msg.partition() or 0
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    remaining.pop(partition, None)
+                elif err.fatal():
+                    raise KafkaException(err)
+                continue
+            offset = msg.offset() or 0
+            if partition not in remaining or offset >= remaining[partition]:
+                remaining.pop(partition, None)
+                continue
+            yield msg
+            if offset + 1 >= remaining.get(partition, 0):
+                remaining.pop(partition, None)
+        # Transaction markers take offsets without being delivered: trust the position too.
+        if remaining:
+            for tp in consumer.position([TopicPartition(topic, p) for p in remaining]):
+                if tp.offset >= remaining.get(tp.partition, 0):
+                    remaining.pop(tp.partition, None)
 
 
 # --------------------------------------------------------------------------- admin

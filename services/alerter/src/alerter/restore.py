@@ -19,11 +19,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from alerter.engine import AlertEngine, DeliveryJob
 from alerter.models import AlertEvent
-from mlops_platform.errors import PlatformError
+from mlops_platform.errors import KafkaUnavailable, PlatformError
+from mlops_platform.kafka import consume_to_end
 from mlops_platform.logs import get_logger
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
@@ -138,36 +139,18 @@ def _replay(
     timeout_s: float,
     result: RestoreResult,
 ) -> bool:
-    remaining = dict(ends)
-    deadline = time.monotonic() + timeout_s
-    while remaining and time.monotonic() < deadline:
-        for msg in consumer.consume(num_messages=500, timeout=0.5):
-            partition = msg.partition() or 0
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    remaining.pop(partition, None)
-                elif err.fatal():
-                    raise KafkaException(err)
-                continue
-            offset = msg.offset() or 0
-            if partition not in remaining or offset >= remaining[partition]:
-                remaining.pop(partition, None)
-                continue
+    try:
+        for msg in consume_to_end(consumer, topic, ends, timeout_s):
             try:
                 value = serde.decode(topic, msg.value(), schema_topic=schema_topic)
                 engine.process(AlertEvent.from_value(value, timestamp_ms=msg.timestamp()[1]), replay=True)
                 result.replayed += 1
             except PlatformError as exc:
                 result.skipped += 1
-                log.warning("restore_record_skipped", partition=partition, offset=offset, error=str(exc))
-            if offset + 1 >= remaining[partition]:
-                remaining.pop(partition, None)
-        # Transaction markers occupy offsets without being delivered: trust the position too.
-        if remaining:
-            for tp in consumer.position([TopicPartition(topic, p) for p in remaining]):
-                if tp.offset >= remaining.get(tp.partition, 0):
-                    remaining.pop(tp.partition, None)
-    if remaining:
-        log.warning("restore_incomplete", partitions=sorted(remaining), timeout_s=timeout_s)
-    return not remaining
+                log.warning(
+                    "restore_record_skipped", partition=msg.partition(), offset=msg.offset(), error=str(exc)
+                )
+    except KafkaUnavailable as exc:
+        log.warning("restore_incomplete", error=str(exc), timeout_s=timeout_s)
+        return False
+    return True

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from fraud_model.contract import LABEL_KEY, TRANSACTION_FIELDS
 from mlops_platform.contracts import Topic
-from mlops_platform.errors import PlatformError
+from mlops_platform.errors import KafkaUnavailable, PlatformError
+from mlops_platform.kafka import consume_to_end, offsets_since
 from mlops_platform.logs import get_logger
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
@@ -70,59 +71,20 @@ def read_window(
     )
     count = 0
     try:
-        metadata = consumer.list_topics(topic, timeout=request_timeout).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            raise DataUnavailable(f"cannot read {topic}: {metadata.error if metadata else 'no such topic'}")
-        partitions = sorted(metadata.partitions)
-        starts = {
-            tp.partition: tp.offset
-            for tp in consumer.offsets_for_times(
-                [TopicPartition(topic, p, since_ms) for p in partitions], timeout=request_timeout
-            )
-        }
-        remaining: dict[int, int] = {}
-        assign: list[TopicPartition] = []
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=request_timeout)
-            start = starts.get(p, -1)
-            start = high if start < 0 else max(start, low)
-            if start < high:
-                remaining[p] = high
-                assign.append(TopicPartition(topic, p, start))
-        if not assign:
+        ranges = offsets_since(consumer, topic, since_ms, request_timeout)
+        if not ranges:
             return 0
-        consumer.assign(assign)
-        deadline = time.monotonic() + timeout_s
-        while remaining:
-            if time.monotonic() > deadline:
-                raise DataUnavailable(f"reading {topic} did not finish within {timeout_s:.0f}s")
-            for msg in consumer.consume(num_messages=1000, timeout=0.5):
-                partition = msg.partition() or 0
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        remaining.pop(partition, None)
-                    elif err.fatal():
-                        raise DataUnavailable(f"reading {topic}: {err}")
-                    continue
-                offset = msg.offset() or 0
-                if partition not in remaining or offset >= remaining[partition]:
-                    remaining.pop(partition, None)
-                    continue
-                try:
-                    value = serde.decode(topic, msg.value(), schema_topic=schema_topic)
-                except PlatformError as exc:
-                    log.debug("training_record_skipped", topic=topic, offset=offset, error=str(exc))
-                else:
-                    on_value(value, msg.timestamp()[1])
-                    count += 1
-                if offset + 1 >= remaining.get(partition, 0):
-                    remaining.pop(partition, None)
-            if remaining:
-                for tp in consumer.position([TopicPartition(topic, p) for p in remaining]):
-                    if tp.offset >= remaining.get(tp.partition, 0):
-                        remaining.pop(tp.partition, None)
-    except KafkaException as exc:
+        consumer.assign([TopicPartition(topic, p, start) for p, (start, _end) in ranges.items()])
+        ends = {p: end for p, (_start, end) in ranges.items()}
+        for msg in consume_to_end(consumer, topic, ends, timeout_s, batch_size=1000):
+            try:
+                value = serde.decode(topic, msg.value(), schema_topic=schema_topic)
+            except PlatformError as exc:
+                log.debug("training_record_skipped", topic=topic, offset=msg.offset(), error=str(exc))
+                continue
+            on_value(value, msg.timestamp()[1])
+            count += 1
+    except (KafkaException, KafkaUnavailable) as exc:
         raise DataUnavailable(f"reading {topic}: {exc}") from exc
     finally:
         consumer.close()

@@ -20,12 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from auto_responder.model import ActionRecord, Status
 from auto_responder.policies import PolicyState
 from mlops_platform.contracts import Topic
-from mlops_platform.errors import PlatformError
+from mlops_platform.errors import KafkaUnavailable, PlatformError
+from mlops_platform.kafka import consume_to_end, offsets_since
 from mlops_platform.logs import get_logger
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
@@ -169,30 +170,13 @@ def replay_actions(
         settings.consumer_config(group_id, client_id=f"{group_id}-replay", **{"enable.partition.eof": True})
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=request_timeout).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            raise ReplayError(f"cannot read {topic}: {metadata.error if metadata else 'no such topic'}")
-        partitions = sorted(metadata.partitions)
         since_ms = int((time.time() - lookback_s) * 1000)
-        starts = {
-            tp.partition: tp.offset
-            for tp in consumer.offsets_for_times(
-                [TopicPartition(topic, p, since_ms) for p in partitions], timeout=request_timeout
-            )
-        }
-        ends: dict[int, int] = {}
-        assign: list[TopicPartition] = []
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=request_timeout)
-            start = starts.get(p, -1)
-            start = high if start < 0 else max(start, low)
-            if start < high:
-                ends[p] = high
-                assign.append(TopicPartition(topic, p, start))
-        if assign:
-            consumer.assign(assign)
+        ranges = offsets_since(consumer, topic, since_ms, request_timeout)
+        if ranges:
+            consumer.assign([TopicPartition(topic, p, start) for p, (start, _end) in ranges.items()])
+            ends = {p: end for p, (_start, end) in ranges.items()}
             _consume_until(consumer, history, serde, topic, keep, ends, timeout_s, result)
-    except KafkaException as exc:
+    except (KafkaException, KafkaUnavailable) as exc:
         raise ReplayError(f"replaying {topic} failed: {exc}") from exc
     finally:
         consumer.close()
@@ -209,40 +193,18 @@ def _consume_until(
     timeout_s: float,
     result: ReplayResult,
 ) -> None:
-    remaining = dict(ends)
-    deadline = time.monotonic() + timeout_s
-    while remaining:
-        if time.monotonic() > deadline:
-            raise ReplayError(f"replaying {topic} did not reach the end within {timeout_s:.0f}s: {remaining}")
-        for msg in consumer.consume(num_messages=500, timeout=0.5):
-            partition = msg.partition() or 0
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    remaining.pop(partition, None)
-                elif err.fatal():
-                    raise KafkaException(err)
-                continue
-            offset = msg.offset() or 0
-            if partition not in remaining or offset >= remaining[partition]:
-                remaining.pop(partition, None)
-                continue
-            result.read += 1
-            try:
-                record = ActionRecord.from_value(
-                    serde.decode(topic, msg.value(), schema_topic=Topic.SYSTEM_ACTIONS)
-                )
-            except (PlatformError, KeyError, TypeError, ValueError) as exc:
-                result.skipped += 1
-                log.warning("replay_record_skipped", partition=partition, offset=offset, error=str(exc))
-                continue
-            if keep(record):
-                history.add(record)
-                result.restored += 1
-            if offset + 1 >= remaining.get(partition, 0):
-                remaining.pop(partition, None)
-        # Transaction markers take offsets without being delivered: trust the position too.
-        if remaining:
-            for tp in consumer.position([TopicPartition(topic, p) for p in remaining]):
-                if tp.offset >= remaining.get(tp.partition, 0):
-                    remaining.pop(tp.partition, None)
+    for msg in consume_to_end(consumer, topic, ends, timeout_s):
+        result.read += 1
+        try:
+            record = ActionRecord.from_value(
+                serde.decode(topic, msg.value(), schema_topic=Topic.SYSTEM_ACTIONS)
+            )
+        except (PlatformError, KeyError, TypeError, ValueError) as exc:
+            result.skipped += 1
+            log.warning(
+                "replay_record_skipped", partition=msg.partition(), offset=msg.offset(), error=str(exc)
+            )
+            continue
+        if keep(record):
+            history.add(record)
+            result.restored += 1
