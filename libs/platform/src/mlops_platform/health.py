@@ -65,30 +65,27 @@ def kafka_check(settings: PlatformSettings) -> Check:
     return cached(check)
 
 
-def registry_check(settings: PlatformSettings) -> Check:
+def http_check(url: str) -> Check:
+    """Healthy when ``url`` answers HTTP 200."""
+
     def check() -> CheckResult:
-        url = settings.schema_registry_url.rstrip("/") + "/subjects"
         try:
             response = httpx.get(url, timeout=2.0)
         except httpx.HTTPError as exc:
             return CheckResult(False, f"{url}: {exc}")
         if response.status_code != 200:
             return CheckResult(False, f"{url}: HTTP {response.status_code}")
-        return CheckResult(True, settings.schema_registry_url)
+        return CheckResult(True, url)
 
     return cached(check)
+
+
+def registry_check(settings: PlatformSettings) -> Check:
+    return http_check(settings.schema_registry_url.rstrip("/") + "/subjects")
 
 
 def mlflow_check(settings: PlatformSettings) -> Check:
-    def check() -> CheckResult:
-        url = settings.mlflow_tracking_uri.rstrip("/") + "/health"
-        try:
-            response = httpx.get(url, timeout=2.0)
-        except httpx.HTTPError as exc:
-            return CheckResult(False, f"{url}: {exc}")
-        return CheckResult(response.status_code == 200, f"{url}: HTTP {response.status_code}")
-
-    return cached(check)
+    return http_check(settings.mlflow_tracking_uri.rstrip("/") + "/health")
 
 
 def run_checks(service: str, checks: dict[str, Check]) -> dict[str, CheckResult]:
