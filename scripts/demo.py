@@ -5,8 +5,9 @@
 
 Expects the constellation to run (``scripts/run.py`` starts it first). It then
 
-1. streams generated card transactions through ingest (HTTP), and their fraud labels a few
-   seconds later (``POST /feedback/labels``), plus user interactions and clicks;
+1. streams generated card transactions through ingest (HTTP), their fraud labels a few
+   seconds later straight onto ``prediction.feedback`` (as a chargeback system would), and
+   user interactions and clicks through ingest;
 2. after ``--baseline-s`` switches the generator to a drifted scenario (``fraud_wave``: a new
    merchant mix *and* a new fraud pattern);
 3. prints every event of the control plane as it happens (drift, alerts, actions, training,
@@ -33,7 +34,8 @@ from confluent_kafka import Consumer
 
 from fraud_model.contract import TRANSACTION_FIELDS
 from fraud_model.generator import DelayedLabels, TransactionGenerator
-from mlops_platform.contracts import Topic
+from mlops_platform.contracts import Topic, make_event
+from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
 from recsys_data.generator import InteractionGenerator
@@ -88,9 +90,18 @@ def log(message: str) -> None:
 class Traffic(threading.Thread):
     """Transactions, delayed labels and user interactions, through ingest's HTTP API."""
 
-    def __init__(self, urls: Urls, rate: float, label_delay: tuple[float, float], seed: int = 2026) -> None:
+    def __init__(
+        self,
+        urls: Urls,
+        rate: float,
+        label_delay: tuple[float, float],
+        labels_producer: EventProducer,
+        seed: int = 2026,
+    ) -> None:
         super().__init__(name="traffic", daemon=True)
         self.urls = urls
+        # Labels come from a back-office system (chargebacks), straight onto the bus.
+        self.labels_producer = labels_producer
         self.rate = rate
         self.label_delay = label_delay
         self.generator = TransactionGenerator(seed=seed)
@@ -111,7 +122,7 @@ class Traffic(threading.Thread):
             next_at = time.monotonic()
             while not self.stop_event.is_set():
                 self._send_transactions(client, batch)
-                self._send_due_labels(client)
+                self._send_due_labels()
                 self._send_interactions(client, 2)
                 next_at += interval
                 self.stop_event.wait(max(0.0, next_at - time.monotonic()))
@@ -132,14 +143,13 @@ class Traffic(threading.Thread):
         for row in rows:
             self.labels.add(row, now, self.label_delay, drop_rate=0.02)
 
-    def _send_due_labels(self, client: httpx.Client) -> None:
-        for label in self.labels.due(time.monotonic()):
-            try:
-                response = client.post("/feedback/labels", json=label)
-            except httpx.HTTPError:
-                self.counters.add(errors=1)
-                continue
-            self.counters.add(labels=1 if response.status_code == 202 else 0)
+    def _send_due_labels(self) -> None:
+        due = self.labels.due(time.monotonic())
+        for label in due:
+            event = make_event("chargeback-simulator", label)
+            self.labels_producer.produce(Topic.PREDICTION_FEEDBACK, event, key=label["transaction_id"])
+        self.labels_producer.poll(0)
+        self.counters.add(labels=len(due))
 
     def _send_interactions(self, client: httpx.Client, count: int) -> None:
         for _ in range(count):
@@ -266,22 +276,13 @@ def get_json(url: str) -> Any:
 
 def status_line(urls: Urls, traffic: Traffic, phase: str) -> str:
     model = get_json(f"{urls.predictor}/model") or {}
-    arms = model.get("arms") or model.get("models") or {}
-    serving = []
-    if isinstance(arms, dict):
-        for arm, info in arms.items():
-            if isinstance(info, dict):
-                serving.append(f"{arm}=v{info.get('version')}")
-    elif isinstance(arms, list):
-        serving = [
-            f"{a.get('alias') or a.get('arm')}=v{a.get('version')}" for a in arms if isinstance(a, dict)
-        ]
+    serving = [
+        f"{arm}=v{model[arm]['version']}"
+        for arm in ("champion", "challenger")
+        if isinstance(model.get(arm), dict)
+    ]
     sinks = get_json(f"{urls.sinks}/") if urls.sinks else None
-    delivered = (
-        len(sinks.get("received", sinks))
-        if isinstance(sinks, dict)
-        else (len(sinks) if isinstance(sinks, list) else 0)
-    )
+    delivered = len(sinks.get("requests", [])) + len(sinks.get("mails", [])) if isinstance(sinks, dict) else 0
     c = traffic.counters
     return (
         f"[{phase}] sent {c.transactions} transactions, {c.labels} labels, {c.interactions} interactions"
@@ -327,7 +328,8 @@ def run_demo(args: argparse.Namespace, urls: Urls | None = None, stop: threading
 
     timeline.start()
     timeline.assigned.wait(30)
-    traffic = Traffic(urls, args.rate, (args.label_delay_min, args.label_delay_max))
+    labels_producer = EventProducer(settings, "chargeback-simulator", timeline.serde)
+    traffic = Traffic(urls, args.rate, (args.label_delay_min, args.label_delay_max), labels_producer)
     traffic.start()
     started = time.monotonic()
     phase = "baseline"
@@ -359,6 +361,7 @@ def run_demo(args: argparse.Namespace, urls: Urls | None = None, stop: threading
         timeline.stop_event.set()
         traffic.join(10)
         timeline.join(10)
+        labels_producer.close()
     return 0
 
 

@@ -418,6 +418,7 @@ class _LoopBase:
         )
         self._thread: threading.Thread | None = None
         self._last_lag_report = 0.0
+        self._lag_total = -1
         self.error: BaseException | None = None
         self.ready = threading.Event()
 
@@ -490,19 +491,23 @@ class _LoopBase:
         )
 
     def _report_lag(self, force: bool = False) -> None:
+        # Runs on the loop's own thread: the consumer is not shared with other threads
+        # (a heartbeat calling position() while this thread polls in a tight loop starves).
         now = time.monotonic()
         if not force and now - self._last_lag_report < 10:
             return
         self._last_lag_report = now
         try:
-            assignment = self.consumer.assignment()
-            positions = self.consumer.position(assignment)
-            for tp in positions:
+            total = 0
+            for tp in self.consumer.position(self.consumer.assignment()):
                 _low, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)
                 position = tp.offset if tp.offset >= 0 else high
+                lag = max(high - position, 0)
+                total += lag
                 self.metrics.consumer_lag.labels(
                     self.service, self.group_id, tp.topic, str(tp.partition)
-                ).set(max(high - position, 0))
+                ).set(lag)
+            self._lag_total = total
         except KafkaException as exc:
             log.debug("lag_report_failed", error=str(exc))
 
@@ -516,15 +521,8 @@ class _LoopBase:
             self.consumer.seek(TopicPartition(topic, partition, offset))
 
     def lag(self) -> int:
-        """Total lag over the current assignment (for readiness and heartbeats)."""
-        total = 0
-        try:
-            for tp in self.consumer.position(self.consumer.assignment()):
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)
-                total += max(high - (tp.offset if tp.offset >= 0 else high), 0)
-        except (KafkaException, RuntimeError):  # RuntimeError: consumer already closed (shutdown)
-            return -1
-        return total
+        """Total lag over the assignment as last measured by the loop (-1 before the first report)."""
+        return self._lag_total
 
 
 def _next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:

@@ -108,6 +108,12 @@ class Settings(ServiceSettings):
     retrain_window_s: float = Field(
         2 * 3600.0, gt=0, description="Recent labelled data used for retraining (event time)."
     )
+    retrain_settle_s: float = Field(
+        0.0,
+        ge=0,
+        description="Wait before reading the training data, so labels of the new regime (which arrive late) "
+        "are in the window; 0 reads at once.",
+    )
     retrain_max_window_s: float = Field(
         24 * 3600.0, gt=0, description="Fallback window when the recent one holds too few labelled rows."
     )

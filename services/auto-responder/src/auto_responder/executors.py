@@ -162,6 +162,11 @@ class Executors:
 
     def collect(self, ctx: ActionContext) -> LabelledData:
         s = self.settings
+        if s.retrain_settle_s > 0 and not ctx.manual:
+            # A drift is noticed within one window, long before the new regime's labels
+            # arrive: training at once would learn the old world again.
+            log.info("retrain_settling", seconds=s.retrain_settle_s, action_id=ctx.action_id)
+            time.sleep(s.retrain_settle_s)
         windows = [s.retrain_window_s]
         if s.retrain_max_window_s > s.retrain_window_s:
             windows.append(s.retrain_max_window_s)
