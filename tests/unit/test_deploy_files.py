@@ -202,34 +202,6 @@ def test_image_versions_follow_the_local_stack(compose: dict[str, Any]) -> None:
     assert compose["services"]["kafka"]["image"] == f"apache/kafka:{kafka_version.group(1)}"
 
 
-def _compose_cli() -> list[str] | None:
-    if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    legacy = shutil.which("docker-compose")
-    return [legacy] if legacy else None
-
-
-@pytest.mark.skipif(_compose_cli() is None, reason="neither `docker compose` nor docker-compose installed")
-def test_compose_config_validates(tmp_path: Path) -> None:
-    # `config` validates against the Compose schema without an engine. docker-compose v1
-    # (Debian's) predates the top-level `name`, so it checks a copy without it.
-    cli = _compose_cli()
-    assert cli is not None
-    path = COMPOSE
-    if cli[0].endswith("docker-compose"):
-        path = tmp_path / "docker-compose.yml"
-        path.write_text(re.sub(r"(?m)^name: .*\n", "", COMPOSE.read_text()))
-    result = subprocess.run(
-        [*cli, "--project-directory", str(ROOT), "-f", str(path), "config", "-q"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_dockerfile_pattern() -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG SERVICE", text, re.M)
@@ -359,6 +331,21 @@ def test_every_metric_queried_is_exported_by_the_code() -> None:
     )
 
 
+def _tool(path: Path | None, name: str) -> Path:
+    """The path of a checker that `make stack-up` installs; fail loudly when it is missing."""
+    if path is None:
+        pytest.fail(f"{name} is not installed: `make stack-up` installs it from Debian's packages (as root)")
+    return path
+
+
+def _promtool() -> str:
+    return str(_tool(PROMTOOL, "promtool"))
+
+
+def _amtool() -> str:
+    return str(_tool(AMTOOL, "amtool"))
+
+
 def test_recording_rules_are_used_and_defined_before_use() -> None:
     recorded = promql.recorded_names()
     used = {
@@ -367,34 +354,33 @@ def test_recording_rules_are_used_and_defined_before_use() -> None:
     assert recorded <= used, f"recorded but never used: {sorted(recorded - used)}"
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (make stack-up installs it)")
 @pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.local.yml"])
 def test_promtool_check_config(config: str) -> None:
     result = subprocess.run(
-        [str(PROMTOOL), "check", "config", config], cwd=PROMETHEUS, capture_output=True, text=True
+        [_promtool(), "check", "config", config],
+        cwd=PROMETHEUS,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (make stack-up installs it)")
 def test_promtool_check_rules() -> None:
     files = [str(p) for p in promql.rule_files()]
-    result = subprocess.run([str(PROMTOOL), "check", "rules", *files], capture_output=True, text=True)
+    result = subprocess.run([_promtool(), "check", "rules", *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (make stack-up installs it)")
 def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     # promtool parses rule expressions: each dashboard query becomes a recording rule.
     queries = promql.dashboard_queries()
     rules = [{"record": f"dashboard:query:{i}", "expr": q.expr} for i, q in enumerate(queries)]
     path = tmp_path / "dashboards.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-    result = subprocess.run([str(PROMTOOL), "check", "rules", str(path)], capture_output=True, text=True)
+    result = subprocess.run([_promtool(), "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (make stack-up installs it)")
 def test_the_rendered_local_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stack, "PROMETHEUS_HOME", tmp_path / "prometheus")
     monkeypatch.setattr(stack, "SCRAPE_TARGETS", tmp_path / "prometheus" / "targets")
@@ -412,7 +398,7 @@ def test_the_rendered_local_config_is_valid(tmp_path: Path, monkeypatch: pytest.
     stack.set_scrape_target(spec, 2, present=False)
     groups = json.loads((tmp_path / "prometheus" / "targets" / "predictor.json").read_text())
     assert groups == [{"targets": [f"{stack.HOST}:{spec.port}"], "labels": {"tier": "service"}}]
-    result = subprocess.run([str(PROMTOOL), "check", "config", str(rendered)], capture_output=True, text=True)
+    result = subprocess.run([_promtool(), "check", "config", str(rendered)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -445,10 +431,9 @@ def test_the_rendered_alertmanager_config_follows_the_alerter_port(
     assert webhook["url"] == f"http://{stack.HOST}:{stack.SERVICE_BY_NAME['alerter'].port}/alertmanager"
 
 
-@pytest.mark.skipif(AMTOOL is None, reason="amtool not installed (make stack-up installs it)")
 def test_amtool_check_config() -> None:
     files = [str(ALERTMANAGER / "alertmanager.yml"), str(ALERTMANAGER / "alertmanager.local.yml")]
-    result = subprocess.run([str(AMTOOL), "check-config", *files], capture_output=True, text=True)
+    result = subprocess.run([_amtool(), "check-config", *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
