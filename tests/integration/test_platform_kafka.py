@@ -9,14 +9,15 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from mlops_platform.bindings import Binding
 from mlops_platform.contracts import Topic, make_event
 from mlops_platform.kafka import (
-    ConsumerLoop,
     EventProducer,
-    Output,
+    Guarantee,
+    Outbox,
     Record,
     RetryableError,
-    TransactionalLoop,
+    StreamLoop,
 )
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
@@ -73,22 +74,22 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_good_ones_go_through(
 
     handled: list[str] = []
 
-    def handler(records: list[Record]) -> None:
+    def handler(records: list[Record], _outbox: Outbox) -> None:
         for record in records:
+            assert record.contract is FEEDBACK, "records carry the contract of their binding"
             if record.value["transaction_id"] == "explodes":
                 raise ValueError("cannot handle this one")
         handled.extend(r.value["transaction_id"] for r in records)
 
     group = f"test-{uuid.uuid4().hex[:8]}"
-    loop = ConsumerLoop(
+    loop = StreamLoop(
         settings=platform_settings,
         service="test",
         group_id=group,
-        topics=[source],
+        inputs=[Binding.to(FEEDBACK, source)],
         handler=handler,
         serde=serde,
         producer=producer,
-        schema_topics={source: FEEDBACK},
         dead_letter_topic=dead,
         batch_size=100,
     )
@@ -133,7 +134,7 @@ def test_retryable_failure_rewinds_instead_of_dead_lettering(
     handled: list[str] = []
     done = threading.Event()
 
-    def handler(records: list[Record]) -> None:
+    def handler(records: list[Record], _outbox: Outbox) -> None:
         attempts["count"] += 1
         if attempts["count"] <= 2:
             raise RetryableError("dependency down")
@@ -141,15 +142,14 @@ def test_retryable_failure_rewinds_instead_of_dead_lettering(
         if len(handled) >= 3:
             done.set()
 
-    loop = ConsumerLoop(
+    loop = StreamLoop(
         settings=platform_settings,
         service="test",
         group_id=f"test-{uuid.uuid4().hex[:8]}",
-        topics=[source],
+        inputs=[Binding.to(FEEDBACK, source)],
         handler=handler,
         serde=serde,
         producer=producer,
-        schema_topics={source: FEEDBACK},
         dead_letter_topic=dead,
         retry_backoff_s=0.2,
     )
@@ -160,6 +160,53 @@ def test_retryable_failure_rewinds_instead_of_dead_lettering(
     assert sorted(handled) == ["r-0", "r-1", "r-2"]
     assert attempts["count"] >= 3
     assert drain(consumer_factory(dead), quiet_s=2) == []
+
+
+def test_at_least_once_outputs_of_a_failed_attempt_are_dropped_and_the_rest_confirmed(
+    platform_settings: PlatformSettings,
+    serde: AvroSerde,
+    topic_factory: Callable[..., str],
+    consumer_factory: Callable[..., Consumer],
+) -> None:
+    source, output, dead = topic_factory("alo-in"), topic_factory("alo-out"), topic_factory("alo-dlq")
+    producer = EventProducer(platform_settings, "test", serde)
+    ids = [f"a-{index}" for index in range(10)]
+    for transaction_id in ids[:5] + ["explodes"] + ids[5:]:
+        producer.produce(source, feedback(transaction_id), key=transaction_id, schema_topic=FEEDBACK)
+    assert producer.flush() == 0
+    results_binding = Binding.to(FEEDBACK, output, key="transaction_id")
+
+    def handler(records: list[Record], outbox: Outbox) -> None:
+        for record in records:
+            # Emitted before the failure: the loop must drop it with the failed attempt.
+            outbox.emit(results_binding, make_event("test", record.value, cause=record.envelope))
+            if record.value["transaction_id"] == "explodes":
+                raise ValueError("cannot handle this one")
+
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    loop = StreamLoop(
+        settings=platform_settings,
+        service="test",
+        group_id=group,
+        inputs=[Binding.to(FEEDBACK, source)],
+        handler=handler,
+        serde=serde,
+        producer=producer,
+        dead_letter_topic=dead,
+        batch_size=100,
+    )
+    loop.start_in_thread()
+    dead_letters = consume(consumer_factory(dead), 1, timeout_s=60)
+    produced = consume(consumer_factory(output), len(ids), timeout_s=60)
+    loop.stop()
+    loop.join(30)
+
+    assert [m.key() for m in dead_letters] == [b"explodes"]
+    decoded = [serde.decode(output, m.value(), schema_topic=FEEDBACK)["transaction_id"] for m in produced]
+    assert sorted(decoded) == sorted(ids)
+    assert drain(consumer_factory(output), quiet_s=3)[len(ids) :] == [], "nothing from the failed attempt"
+    assert drain(consumer_factory(source, **{"group.id": group}), quiet_s=3) == [], "offsets committed"
+    assert loop.checkpoints >= 1
 
 
 def test_aborted_transaction_is_invisible_to_read_committed_consumers(
@@ -205,29 +252,27 @@ def test_transactional_loop_commits_outputs_and_offsets_together(
     producer.flush()
 
     failures = {"left": 2}
+    results_binding = Binding.to(FEEDBACK, output, key="transaction_id")
 
-    def transform(records: list[Record]) -> list[Output]:
-        # The first two transactions fail after producing nothing durable: they must be
+    def transform(records: list[Record], outbox: Outbox) -> None:
+        for r in records:
+            outbox.emit(results_binding, make_event("test", {**r.value, "is_fraud": True}, cause=r.envelope))
+        # The first two transactions fail after emitting their outputs: they must be
         # aborted and the same records consumed again, not skipped or duplicated.
         if failures["left"] > 0:
             failures["left"] -= 1
             raise RetryableError("simulated transient failure")
-        return [
-            Output(output, make_event("test", {**r.value, "is_fraud": True}, cause=r.envelope), r.key)
-            for r in records
-        ]
 
     group = f"test-{uuid.uuid4().hex[:8]}"
-    loop = TransactionalLoop(
+    loop = StreamLoop(
         settings=platform_settings,
         service="test",
         group_id=group,
-        topics=[source],
-        transform=transform,
+        inputs=[Binding.to(FEEDBACK, source)],
+        handler=transform,
         serde=serde,
+        guarantee=Guarantee.EXACTLY_ONCE,
         transactional_id=f"test-{uuid.uuid4()}",
-        schema_topics={source: FEEDBACK},
-        output_schema_topics={output: FEEDBACK},
         dead_letter_topic=dead,
         batch_size=25,
         retry_backoff_s=0.2,
@@ -243,6 +288,7 @@ def test_transactional_loop_commits_outputs_and_offsets_together(
     assert all(r["is_fraud"] for r in results)
     assert all(r["envelope"]["causation_id"] for r in results)
     assert [m.key() for m in dead_letters] == [b"junk"]
+    assert {m.key() for m in produced} == {i.encode() for i in ids}, "keyed by the binding's key field"
     assert failures["left"] == 0
     assert drain(consumer_factory(output), quiet_s=3)[len(ids) :] == [], "no duplicates after the aborts"
     assert drain(consumer_factory(source, **{"group.id": group}), quiet_s=3) == [], "offsets committed"

@@ -22,16 +22,19 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from mlops_platform import __version__
+from mlops_platform.bindings import Binding
 from mlops_platform.health import Check, CheckResult, Heartbeat
 from mlops_platform.http import default_checks
 from mlops_platform.kafka import (
     AsyncEventProducer,
     ConsumerLoop,
     EventProducer,
+    Guarantee,
+    Handler,
     Output,
     Record,
+    StreamLoop,
     TransactionalLoop,
-    _LoopBase,
 )
 from mlops_platform.logs import get_logger
 from mlops_platform.serde import AvroSerde
@@ -49,7 +52,7 @@ class ServiceRuntime:
         self.serde = AvroSerde(settings)
         self.producer = EventProducer(settings, settings.service_name, self.serde)
         self.publisher: AsyncEventProducer | None = None
-        self.loops: list[_LoopBase] = []
+        self.loops: list[StreamLoop] = []
         self.checks: dict[str, Check] = default_checks(settings)
         self.heartbeat_details: Callable[[], dict[str, str]] | None = None
         self._on_start: list[Callable[[], None]] = []
@@ -60,6 +63,40 @@ class ServiceRuntime:
     def name(self) -> str:
         return self.settings.service_name
 
+    def stream(
+        self,
+        *,
+        inputs: Sequence[Binding],
+        handler: Handler,
+        guarantee: Guarantee = Guarantee.AT_LEAST_ONCE,
+        group_id: str | None = None,
+        transactional_id: str | None = None,
+        **options: Any,
+    ) -> StreamLoop:
+        """Declare a consume → handle → produce loop (started with the service).
+
+        The consumer group defaults to the service's (``settings.consumer_group``).
+        At-least-once loops share the service's idempotent producer; an exactly-once
+        loop owns a transactional producer whose id defaults to ``<service>-<instance>``.
+        """
+        exactly_once = Guarantee(guarantee) is Guarantee.EXACTLY_ONCE
+        loop = StreamLoop(
+            settings=self.settings,
+            service=self.name,
+            group_id=group_id or self.settings.consumer_group,
+            inputs=inputs,
+            handler=handler,
+            serde=self.serde,
+            guarantee=guarantee,
+            producer=None if exactly_once else self.producer,
+            transactional_id=(transactional_id or f"{self.name}-{self.settings.instance_id}")
+            if exactly_once
+            else None,
+            **options,
+        )
+        self._add_loop(loop)
+        return loop
+
     def consumer_loop(
         self,
         *,
@@ -67,7 +104,7 @@ class ServiceRuntime:
         handler: Callable[[list[Record]], None],
         group_id: str | None = None,
         **options: Any,
-    ) -> ConsumerLoop:
+    ) -> StreamLoop:
         """Declare an at-least-once loop (started with the service)."""
         loop = ConsumerLoop(
             settings=self.settings,
@@ -90,7 +127,7 @@ class ServiceRuntime:
         group_id: str | None = None,
         transactional_id: str | None = None,
         **options: Any,
-    ) -> TransactionalLoop:
+    ) -> StreamLoop:
         """Declare an exactly-once consume-transform-produce loop (started with the service)."""
         loop = TransactionalLoop(
             settings=self.settings,
@@ -105,7 +142,7 @@ class ServiceRuntime:
         self._add_loop(loop)
         return loop
 
-    def _add_loop(self, loop: _LoopBase) -> None:
+    def _add_loop(self, loop: StreamLoop) -> None:
         self.loops.append(loop)
         index = len(self.loops)
 

@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlops_platform.bindings import ServiceBindings
+
 
 def _find_schemas_dir() -> Path:
     """Locate ``schemas/`` by walking up from this file (source checkout or image)."""
@@ -86,10 +88,27 @@ class PlatformSettings(BaseSettings):
 
 
 class ServiceSettings(PlatformSettings):
-    """Base for a service's settings: its name, HTTP binding and instance identity."""
+    """Base for a service's settings: its name, HTTP binding, instance identity, group and bindings.
+
+    A service declares the topics it reads and writes once, in :meth:`bindings`; the
+    stream loop and the producer take those bindings, and a test checks them against
+    the service catalogue (``schemas/services.yaml``).
+    """
 
     service_name: str = "service"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     heartbeat_interval_s: float = 10.0
+    group_id: str | None = Field(
+        None, description="Consumer group shared by all instances; default: the service name."
+    )
+
+    @property
+    def consumer_group(self) -> str:
+        """The consumer group every instance of the service joins."""
+        return self.group_id or self.service_name
+
+    def bindings(self) -> ServiceBindings:
+        """The topics this service consumes and produces (a front door consumes none)."""
+        return ServiceBindings()

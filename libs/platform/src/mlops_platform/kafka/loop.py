@@ -1,0 +1,322 @@
+"""The one consume → handle → produce loop every consuming service runs.
+
+Each poll is a checkpoint. The handler receives the batch's decoded records and an
+:class:`~mlops_platform.kafka.Outbox` for what it produces; the loop owns those
+outputs and confirms them before the input offsets move:
+
+- ``Guarantee.AT_LEAST_ONCE``: the outbox (outputs and dead letters) is delivered and
+  acknowledged, then the offsets are committed. A crash in between replays the batch.
+- ``Guarantee.EXACTLY_ONCE``: outputs, dead letters and the consumed offsets are one
+  Kafka transaction (``send_offsets_to_transaction``). A crash aborts it; read_committed
+  readers never see partial output and the batch is consumed again.
+
+A record that cannot be decoded, or that makes the handler raise, goes to the
+service's dead-letter topic with the reason in its headers: a failed batch is replayed
+one record at a time so only the records that really fail are dead-lettered.
+Transient failures (:class:`RetryableError`, the registry or Kafka unavailable) drop
+the batch's outputs, rewind, and retry after a back-off: nothing is lost or skipped.
+On stop (SIGTERM) the loop finishes the batch at hand, commits, and closes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+from confluent_kafka import KafkaException, Message
+
+from mlops_platform.bindings import Binding
+from mlops_platform.errors import (
+    KafkaUnavailable,
+    PublishError,
+    SchemaRegistryUnavailable,
+    SerializationError,
+)
+from mlops_platform.logs import bind_event, get_logger
+from mlops_platform.metrics import platform_metrics
+from mlops_platform.serde import AvroSerde
+from mlops_platform.settings import PlatformSettings
+
+from .consumer import GroupConsumer, Record, StopSignal, next_offsets
+from .dead_letters import DeadLetters
+from .producer import EventProducer, Outbox, kafka_error
+
+log = get_logger(__name__)
+
+Handler = Callable[[list[Record], Outbox], None]
+
+
+class Guarantee(StrEnum):
+    """What a loop promises about its outputs relative to its inputs."""
+
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
+
+
+class RetryableError(Exception):
+    """Raised by a handler when the failure is transient (a dependency is down).
+
+    The loop neither commits nor dead-letters: it rewinds to the batch start and
+    tries again after a back-off, so no record is lost or skipped.
+    """
+
+
+_TRANSIENT = (RetryableError, SchemaRegistryUnavailable, KafkaUnavailable, PublishError)
+
+
+class _Retry(Exception):
+    pass
+
+
+class StreamLoop:
+    """A consumer-group member that hands batches to a handler and checkpoints its outputs.
+
+    ``producer`` (at-least-once only) lets loops share the service's idempotent
+    producer; an exactly-once loop always owns a transactional producer
+    (``transactional_id``, stable per instance so a restart fences its predecessor).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: PlatformSettings,
+        service: str,
+        group_id: str,
+        inputs: Sequence[Binding],
+        handler: Handler,
+        serde: AvroSerde,
+        guarantee: Guarantee = Guarantee.AT_LEAST_ONCE,
+        producer: EventProducer | None = None,
+        transactional_id: str | None = None,
+        batch_size: int = 500,
+        poll_timeout_s: float = 0.5,
+        retry_backoff_s: float = 2.0,
+        dead_letter_topic: str | None = None,
+        consumer_overrides: Mapping[str, Any] | None = None,
+        producer_overrides: Mapping[str, Any] | None = None,
+        stop: StopSignal | None = None,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.handler = handler
+        self.guarantee = Guarantee(guarantee)
+        self.retry_backoff_s = retry_backoff_s
+        self.stop_signal = stop or StopSignal()
+        self.metrics = platform_metrics()
+        self.consumer = GroupConsumer(
+            settings,
+            service=service,
+            group_id=group_id,
+            inputs=inputs,
+            serde=serde,
+            batch_size=batch_size,
+            poll_timeout_s=poll_timeout_s,
+            overrides=consumer_overrides,
+        )
+        if self.guarantee is Guarantee.EXACTLY_ONCE:
+            if not transactional_id:
+                raise ValueError("an exactly-once loop needs a transactional_id")
+            # Right after a commit the coordinator answers the next transaction with
+            # CONCURRENT_TRANSACTIONS; librdkafka's default 100 ms retry back-off would
+            # then cap a loop at about ten transactions a second.
+            self.producer = EventProducer(
+                settings,
+                service,
+                serde,
+                transactional_id=transactional_id,
+                **{"retry.backoff.ms": 5, **dict(producer_overrides or {})},
+            )
+            self._owns_producer = True
+        else:
+            self.producer = producer or EventProducer(
+                settings, service, serde, **dict(producer_overrides or {})
+            )
+            self._owns_producer = producer is None
+        self.dead_letters = DeadLetters(service, dead_letter_topic)
+        self.checkpoints = 0
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._kafka_timeout_s = settings.request_timeout_s * 6
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def group_id(self) -> str:
+        return self.consumer.group_id
+
+    @property
+    def topics(self) -> list[str]:
+        return self.consumer.topics
+
+    @property
+    def transactions_committed(self) -> int:
+        """Checkpoints committed (transactions, for an exactly-once loop)."""
+        return self.checkpoints
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit and close."""
+        self.stop_signal.set()
+
+    def start_in_thread(self) -> threading.Thread:
+        """Run the loop in a daemon thread (for services whose main thread serves HTTP)."""
+        self._thread = threading.Thread(target=self._run_guarded, name=f"{self.service}-loop", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def join(self, timeout_s: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def lag(self) -> int:
+        """Total lag over the assignment as last measured by the loop (-1 before the first report)."""
+        return self.consumer.lag_total
+
+    def _run_guarded(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # the owner decides what a dead loop means (readiness fails)
+            self.error = exc
+            log.error("stream_loop_crashed", error=repr(exc), traceback=traceback.format_exc())
+
+    def run(self) -> None:
+        """Consume until stopped (blocking)."""
+        if self.guarantee is Guarantee.EXACTLY_ONCE:
+            self.producer.raw.init_transactions(self._kafka_timeout_s)
+        self.consumer.subscribe()
+        self.ready.set()
+        log.info(
+            "stream_loop_started", group=self.group_id, topics=self.topics, guarantee=self.guarantee.value
+        )
+        try:
+            while not self.stop_signal.is_set():
+                messages = self.consumer.poll()
+                self.consumer.report_lag()
+                if messages:
+                    self._checkpoint(messages)
+        finally:
+            if self._owns_producer:
+                self.producer.flush()
+            self.consumer.close()
+            log.info("stream_loop_stopped", group=self.group_id)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        if self.guarantee is Guarantee.EXACTLY_ONCE:
+            done = self._checkpoint_transaction(messages)
+        else:
+            done = self._checkpoint_acknowledged(messages)
+        if not done:
+            return
+        self.checkpoints += 1
+        topic = messages[0].topic() or ""
+        for msg in messages:
+            self.metrics.events_consumed.labels(self.service, msg.topic() or "").inc()
+        self.metrics.processing_seconds.labels(self.service, topic).observe(time.perf_counter() - started)
+
+    def _checkpoint_acknowledged(self, messages: list[Message]) -> bool:
+        outbox = Outbox(self.producer)
+        try:
+            self._handle(messages, outbox)
+            outbox.deliver(self._kafka_timeout_s)
+        except (_Retry, *_TRANSIENT) as exc:
+            outbox.discard()
+            log.warning("batch_retrying", error=str(exc), size=len(messages))
+            self.consumer.rewind(messages)
+            self.stop_signal.wait(self.retry_backoff_s)
+            return False
+        try:
+            self.consumer.commit(messages)
+        except KafkaException as exc:
+            error = kafka_error(exc)
+            if error is not None and error.fatal():
+                raise
+            # Outputs are stored; replaying the batch after a failed commit is the at-least-once contract.
+            log.warning("commit_failed_replaying", error=str(exc))
+            self.consumer.rewind_to_committed()
+            return False
+        return True
+
+    def _checkpoint_transaction(self, messages: list[Message]) -> bool:
+        producer = self.producer.raw
+        producer.begin_transaction()
+        outbox = Outbox(self.producer)
+        try:
+            self._handle(messages, outbox)
+            outbox.send()
+            producer.send_offsets_to_transaction(
+                next_offsets(messages), self.consumer.kafka.consumer_group_metadata(), self._kafka_timeout_s
+            )
+            producer.commit_transaction(self._kafka_timeout_s)
+        except (_Retry, *_TRANSIENT) as exc:
+            outbox.discard()
+            self._abort_and_rewind(f"transient failure: {exc}")
+            self.stop_signal.wait(self.retry_backoff_s)
+            return False
+        except KafkaException as exc:
+            outbox.discard()
+            error = kafka_error(exc)
+            if error is not None and error.fatal():
+                raise  # fenced by a newer instance with our transactional.id: stop
+            self._abort_and_rewind(f"kafka error: {exc}")
+            return False
+        return True
+
+    def _abort_and_rewind(self, reason: str) -> None:
+        log.warning("transaction_aborted", reason=reason)
+        try:
+            self.producer.raw.abort_transaction(self._kafka_timeout_s)
+        except KafkaException as exc:
+            log.warning("abort_failed", error=str(exc))
+        self.consumer.rewind_to_committed()
+
+    # ------------------------------------------------------------------ handling
+
+    def _handle(self, messages: list[Message], outbox: Outbox) -> None:
+        """Decode, handle, isolate failures; raises ``_Retry`` on a transient failure."""
+        records: list[Record] = []
+        for msg in messages:
+            try:
+                records.append(self.consumer.decode(msg))
+            except SchemaRegistryUnavailable as exc:
+                raise _Retry(str(exc)) from exc
+            except SerializationError as exc:
+                self.dead_letters.route(outbox, msg, exc, stage="deserialize")
+        if not records:
+            return
+        mark = outbox.mark()
+        try:
+            self.handler(records, outbox)
+            return
+        except _TRANSIENT as exc:
+            raise _Retry(str(exc)) from exc
+        except Exception as batch_error:
+            outbox.rollback(mark)
+            if len(records) == 1:
+                self._dead_letter(outbox, records[0], batch_error)
+                return
+            log.warning("batch_failed_isolating", error=repr(batch_error), size=len(records))
+        for record in records:
+            mark = outbox.mark()
+            try:
+                with bind_event(record.envelope):
+                    self.handler([record], outbox)
+            except _TRANSIENT as exc:
+                raise _Retry(str(exc)) from exc
+            except Exception as exc:
+                outbox.rollback(mark)
+                self._dead_letter(outbox, record, exc)
+
+    def _dead_letter(self, outbox: Outbox, record: Record, error: BaseException) -> None:
+        assert record.message is not None
+        self.dead_letters.route(outbox, record.message, error, stage="process")
