@@ -1,27 +1,20 @@
-"""The offline quality gate (scripts/recommender_quality.py) on a small simulation."""
+"""The offline quality gate (``python -m recommender.quality``) on a small simulation."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "recommender_quality.py"
+from recommender import quality as quality_module
+
 SMALL = ["--users", "150", "--sessions", "1500", "--seed", "3"]
 
 
 @pytest.fixture(scope="module")
 def quality() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("recommender_quality", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["recommender_quality"] = module
-    spec.loader.exec_module(module)
-    return module
+    return quality_module
 
 
 def test_the_realtime_recommender_beats_popularity(quality: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Offline quality check of the real-time recommender against the popularity baseline.
 
-    uv run python scripts/recommender_quality.py [--users 600] [--sessions 9000] [--k 10]
+    python -m recommender.quality [--users 600] [--sessions 9000] [--k 10]
 
 Simulated users (``recsys_data.InteractionGenerator``) produce organic sessions; the
 last new positive interaction of each user is held out. The training part is replayed,
@@ -101,7 +100,9 @@ def render(rows: Mapping[str, Mapping[str, float]], k: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m recommender.quality",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--users", type=int, default=600)
     parser.add_argument("--sessions", type=int, default=9000)
