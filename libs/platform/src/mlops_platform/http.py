@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mlops_platform import __version__
+from mlops_platform.auth import KeyStore
 from mlops_platform.health import Check, kafka_check, registry_check, run_checks
 from mlops_platform.logs import configure_logging, get_logger
 from mlops_platform.metrics import platform_metrics
@@ -63,6 +64,7 @@ def create_app(
     app = FastAPI(title=title, description=description, version=version, lifespan=app_lifespan)
     app.state.settings = settings
     app.state.checks = default_checks(settings)
+    app.state.key_store = KeyStore.load(settings.api_keys, settings.api_keys_file)
 
     @app.get("/health", tags=["platform"])
     async def health() -> dict[str, str]:

@@ -47,6 +47,14 @@ class PlatformSettings(BaseSettings):
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     log_format: str = Field("json", validation_alias="LOG_FORMAT", description="json | console")
     request_timeout_s: float = Field(5.0, validation_alias="KAFKA_REQUEST_TIMEOUT_S")
+    api_keys: list[dict[str, Any]] = Field(
+        default_factory=list,
+        validation_alias="API_KEYS",
+        description='API keys, JSON: [{"name", "role": viewer|producer|operator, "digest": "sha256:..."}]',
+    )
+    api_keys_file: Path | None = Field(
+        None, validation_alias="API_KEYS_FILE", description="A JSON file with more API key entries."
+    )
 
     def common_kafka_config(self) -> dict[str, Any]:
         """librdkafka properties every client shares."""
