@@ -14,7 +14,10 @@ from auto_responder.config import Settings
 from auto_responder.executors import ActionContext, ActionResult, Executors
 from auto_responder.model import Action, ActionRecord, Condition, Decision, EventType, Severity
 from auto_responder.responder import Responder
+from mlops_platform.bindings import Binding
 from mlops_platform.contracts import Topic, new_envelope
+from mlops_platform.kafka import Encoded, Outbox, Record
+from mlops_platform.kafka.producer import DeliveryCallback
 
 MODEL = "fraud_unit"
 
@@ -27,17 +30,44 @@ class Clock:
         return self.now
 
 
+class FakeMessage:
+    def __init__(self, topic: str, offset: int) -> None:
+        self._topic, self._offset = topic, offset
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
 class FakeProducer:
-    """Records what would be published (acknowledged at once)."""
+    """What outboxes deliver through: records each event (value kept as is) and acknowledges at once."""
+
+    timeout_s = 1.0
 
     def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any], str | None]] = []
+        self.events: list[tuple[str, dict[str, Any], bytes | None]] = []
         self.lock = threading.Lock()
 
-    def publish(self, topic: str, value: dict[str, Any], key: str | None = None, **_: Any) -> tuple[int, int]:
+    def encode(self, target: Binding | str, value: dict[str, Any], *, key: Any = None, **_: Any) -> Encoded:
+        topic = target.topic if isinstance(target, Binding) else target
+        if key is None and isinstance(target, Binding):
+            key = target.key_of(value)
+        return Encoded(topic, value, key.encode() if isinstance(key, str) else key)  # type: ignore[arg-type]
+
+    def produce_encoded(self, record: Encoded, on_delivery: DeliveryCallback | None = None) -> None:
         with self.lock:
-            self.events.append((topic, value, key))
-            return 0, len(self.events)
+            self.events.append((record.topic, record.value, record.key))  # type: ignore[arg-type]
+            offset = len(self.events)
+        if on_delivery is not None:
+            on_delivery(None, FakeMessage(record.topic, offset))  # type: ignore[arg-type]
+
+    def poll(self, _timeout_s: float = 0.0) -> int:
+        return 0
 
     def on(self, topic: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -79,7 +109,7 @@ class FakeExecutors(Executors):
         self.gate = threading.Event()
         self.retrains = 0
 
-    def retrain(self, ctx: ActionContext) -> ActionResult:
+    def retrain(self, ctx: ActionContext, outbox: Outbox) -> ActionResult:
         self.retrains += 1
         self.gate.wait(10)
         return ActionResult.ok("trained v9", version="9")
@@ -104,8 +134,7 @@ def make(
     registry = registry or FakeRegistry({"champion": "3", "previous_champion": "2", "challenger": "4"})
     executors = FakeExecutors(
         settings,
-        producer,
-        None,
+        None,  # type: ignore[arg-type]
         registry_factory=lambda: registry,
         run_command=run,  # type: ignore[arg-type]
     )
@@ -183,6 +212,21 @@ def test_the_same_trigger_is_decided_once(clock):
     assert len(responder.handle(Topic.DATA_DRIFT_DETECTED, value)) == 1
     assert responder.handle(Topic.DATA_DRIFT_DETECTED, value) == []
     assert len(producer.on(Topic.SYSTEM_ACTIONS)) == 1
+
+
+def test_the_stream_handler_dispatches_on_the_contract_and_delivers_each_decision(clock):
+    responder, producer, _, _ = make(clock)
+    value = drift(clock, "LOW") | {"drift_score": 0.2}
+    # A private topic carrying the drift contract (as in the integration tests).
+    record = Record("test.drift", 0, 0, None, value, 0, contract=Topic.DATA_DRIFT_DETECTED)
+    outbox = Outbox(producer)  # type: ignore[arg-type]
+    responder.handle_batch([record], outbox)
+    [decided] = [ActionRecord.from_value(v) for v in producer.on(Topic.SYSTEM_ACTIONS)]
+    assert (decided.action, decided.trigger_event_id) == ("monitor", value["envelope"]["event_id"])
+    # Stored before the batch ends: the history only holds what Kafka acknowledged.
+    assert len(outbox) == 0 and responder.history.already_decided(
+        decided.trigger_event_id, decided.event_type, decided.assessed_severity
+    )
 
 
 def test_monitor_record_carries_the_drift_detector_contract(clock):
@@ -421,7 +465,7 @@ def test_quick_action_alert_uses_dedup_key_from_event_type_and_subject(clock):
 def test_executor_crash_is_a_failed_record_not_a_crash(clock):
     responder, producer, executors, _ = make(clock)
 
-    def boom(ctx: ActionContext) -> ActionResult:
+    def boom(ctx: ActionContext, outbox: Outbox) -> ActionResult:
         raise RuntimeError("registry exploded")
 
     executors.promote = boom  # type: ignore[method-assign]

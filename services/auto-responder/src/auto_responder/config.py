@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from mlops_platform.bindings import Binding, ServiceBindings
 from mlops_platform.contracts import Topic
 from mlops_platform.settings import ServiceSettings
 
@@ -59,7 +60,6 @@ class Settings(ServiceSettings):
 
     # -- what it manages
     model_name: str = Field("fraud_detector", description="Registered MLflow model this responder acts on.")
-    group_id: str | None = Field(None, description="Consumer group of the trigger topics (default: service).")
     rules_file: Path | None = Field(
         None, description="Rule table (YAML); defaults to the rules.yaml shipped in the package."
     )
@@ -161,17 +161,79 @@ class Settings(ServiceSettings):
         # A partial override (e.g. only retrain) keeps the defaults of the other actions.
         return {**DEFAULT_COOLDOWNS_S, **{k: float(v) for k, v in value.items()}}
 
-    @property
-    def consumer_group(self) -> str:
-        return self.group_id or self.service_name
+    # -- bindings: every topic read or written, declared once
 
     @property
-    def trigger_topics(self) -> dict[str, str]:
-        """Topic consumed -> the catalogue topic whose contract it carries."""
-        return {
-            self.drift_topic: Topic.DATA_DRIFT_DETECTED.value,
-            self.degraded_topic: Topic.MODEL_PERFORMANCE_DEGRADED.value,
-            self.evaluation_topic: Topic.MODEL_EVALUATION_COMPLETED.value,
-            self.health_topic: Topic.SYSTEM_HEALTH.value,
-            self.alerts_topic: Topic.SYSTEM_ALERTS.value,
-        }
+    def drift(self) -> Binding:
+        return Binding.to(Topic.DATA_DRIFT_DETECTED, self.drift_topic, key="model_name")
+
+    @property
+    def degraded(self) -> Binding:
+        return Binding.to(Topic.MODEL_PERFORMANCE_DEGRADED, self.degraded_topic, key="model_name")
+
+    @property
+    def evaluations(self) -> Binding:
+        return Binding.to(Topic.MODEL_EVALUATION_COMPLETED, self.evaluation_topic, key="model_name")
+
+    @property
+    def health(self) -> Binding:
+        """Heartbeats read (a test may point this at a private topic)."""
+        return Binding.to(Topic.SYSTEM_HEALTH, self.health_topic, key="service")
+
+    @property
+    def heartbeats(self) -> Binding:
+        """Heartbeats written: the runtime always beats on the catalogue topic."""
+        return Binding.to(Topic.SYSTEM_HEALTH, key="service")
+
+    @property
+    def alerts(self) -> Binding:
+        return Binding.to(Topic.SYSTEM_ALERTS, self.alerts_topic, key="dedup_key")
+
+    @property
+    def actions(self) -> Binding:
+        """The decision log (keyed by model name: one responder per model keeps it ordered)."""
+        return Binding.to(Topic.SYSTEM_ACTIONS, self.actions_topic)
+
+    @property
+    def requests(self) -> Binding:
+        return Binding.to(Topic.PREDICTION_REQUEST, self.request_topic, key="transaction_id")
+
+    @property
+    def feedback(self) -> Binding:
+        return Binding.to(Topic.PREDICTION_FEEDBACK, self.feedback_topic, key="transaction_id")
+
+    @property
+    def scale_requests(self) -> Binding:
+        return Binding.to(Topic.SYSTEM_SCALE_REQUESTED, key="service")
+
+    @property
+    def training_started(self) -> Binding:
+        return Binding.to(Topic.MODEL_TRAINING_STARTED, key="model_name")
+
+    @property
+    def training_completed(self) -> Binding:
+        return Binding.to(Topic.MODEL_TRAINING_COMPLETED, key="model_name")
+
+    @property
+    def deployments(self) -> Binding:
+        return Binding.to(Topic.MODEL_DEPLOYED, key="model_name")
+
+    @property
+    def triggers(self) -> list[Binding]:
+        """What the decision loop consumes."""
+        return [self.drift, self.degraded, self.evaluations, self.health, self.alerts]
+
+    def bindings(self) -> ServiceBindings:
+        return ServiceBindings.of(
+            # The decision log is read back at start; requests and feedback by a retrain.
+            consumes=[*self.triggers, self.actions, self.requests, self.feedback],
+            produces=[
+                self.actions,
+                self.alerts,
+                self.scale_requests,
+                self.training_started,
+                self.training_completed,
+                self.deployments,
+                self.heartbeats,
+            ],
+        )

@@ -18,7 +18,7 @@ import pandas as pd
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from fraud_model.contract import LABEL_KEY, TRANSACTION_FIELDS
-from mlops_platform.contracts import Topic
+from mlops_platform.bindings import Binding
 from mlops_platform.errors import KafkaUnavailable, PlatformError
 from mlops_platform.kafka import consume_to_end, offsets_since
 from mlops_platform.logs import get_logger
@@ -53,14 +53,14 @@ class LabelledData:
 def read_window(
     settings: PlatformSettings,
     serde: AvroSerde,
-    topic: str,
-    schema_topic: str,
+    binding: Binding,
     since_ms: int,
     on_value: Callable[[dict[str, Any], int], None],
     timeout_s: float,
     group_id: str,
 ) -> int:
-    """Decode every record of ``topic`` from ``since_ms`` (record time) to the current end."""
+    """Decode every record of the bound topic from ``since_ms`` (record time) to the current end."""
+    topic = binding.topic
     request_timeout = settings.request_timeout_s * 2
     consumer = Consumer(
         settings.consumer_config(
@@ -78,7 +78,7 @@ def read_window(
         ends = {p: end for p, (_start, end) in ranges.items()}
         for msg in consume_to_end(consumer, topic, ends, timeout_s, batch_size=1000):
             try:
-                value = serde.decode(topic, msg.value(), schema_topic=schema_topic)
+                value = serde.decode(topic, msg.value(), schema_topic=binding.schema_topic)
             except PlatformError as exc:
                 log.debug("training_record_skipped", topic=topic, offset=msg.offset(), error=str(exc))
                 continue
@@ -95,8 +95,8 @@ def collect_labelled(
     settings: PlatformSettings,
     serde: AvroSerde,
     *,
-    request_topic: str,
-    feedback_topic: str,
+    requests: Binding,
+    feedback: Binding,
     window_s: float,
     max_rows: int,
     timeout_s: float,
@@ -113,8 +113,7 @@ def collect_labelled(
     labels_read = read_window(
         settings,
         serde,
-        feedback_topic,
-        Topic.PREDICTION_FEEDBACK,
+        feedback,
         since_ms,
         on_label,
         timeout_s,
@@ -135,8 +134,7 @@ def collect_labelled(
     requests_read = read_window(
         settings,
         serde,
-        request_topic,
-        Topic.PREDICTION_REQUEST,
+        requests,
         since_ms,
         on_request,
         timeout_s,

@@ -1,10 +1,13 @@
 """Action executors: the adapters that make decisions real.
 
-Each executor takes an :class:`ActionContext` and returns an :class:`ActionResult`
-(succeeded, failed, or suppressed when a precondition no longer holds, e.g. the
-challenger that won is not the current challenger any more). Every event an action
-publishes carries the triggering event's envelope as its cause, so the chain from a
-``model.deployed`` back to the drift that started it can be followed by ids.
+Each executor takes an :class:`ActionContext` and an :class:`~mlops_platform.kafka.Outbox`
+and returns an :class:`ActionResult` (succeeded, failed, or suppressed when a
+precondition no longer holds, e.g. the challenger that won is not the current
+challenger any more). Executors emit their events into the outbox; the caller delivers
+it before the action's outcome is recorded (a retrain delivers ``model.training.started``
+itself, before training begins). Every event an action publishes carries the triggering
+event's envelope as its cause, so the chain from a ``model.deployed`` back to the drift
+that started it can be followed by ids.
 
 * retrain — recent labelled data from the topics, ``fraud_model.training.train`` +
   ``log_and_register(set_alias="challenger")``, ``model.training.started/completed``,
@@ -31,8 +34,9 @@ from typing import Any
 from auto_responder.config import Settings
 from auto_responder.data import DataUnavailable, LabelledData, collect_labelled
 from auto_responder.model import Action, Condition, Decision, EventType, Severity, Status
-from mlops_platform.contracts import Topic, make_event
-from mlops_platform.kafka import EventProducer
+from mlops_platform.bindings import Binding
+from mlops_platform.contracts import make_event
+from mlops_platform.kafka import Outbox
 from mlops_platform.logs import get_logger
 from mlops_platform.serde import AvroSerde
 
@@ -103,12 +107,11 @@ def dedup_key(condition: Condition, suffix: str = "") -> str:
 
 
 class Executors:
-    """The executors, sharing the producer, the registry and the settings."""
+    """The executors, sharing the registry and the settings."""
 
     def __init__(
         self,
         settings: Settings,
-        producer: EventProducer,
         serde: AvroSerde,
         *,
         registry_factory: Callable[[], Any] | None = None,
@@ -116,7 +119,6 @@ class Executors:
         run_command: Callable[[list[str], float], subprocess.CompletedProcess[str]] | None = None,
     ) -> None:
         self.settings = settings
-        self.producer = producer
         self.serde = serde
         self._registry_factory = registry_factory or self._default_registry
         self._registry: Any = None
@@ -136,16 +138,21 @@ class Executors:
             self._registry = self._registry_factory()
         return self._registry
 
-    def publish(
-        self, topic: str, payload: Mapping[str, Any], ctx: ActionContext, key: str | None = None
+    def emit(
+        self,
+        outbox: Outbox,
+        binding: Binding,
+        payload: Mapping[str, Any],
+        ctx: ActionContext,
+        key: str | None = None,
     ) -> str:
-        """Publish an event caused by the action's trigger and wait for the ack; returns its id."""
+        """Emit an event caused by the action's trigger into ``outbox``; returns its id."""
         event = make_event(self.settings.service_name, payload, cause=ctx.trigger)
-        target = self.settings.alerts_topic if topic == Topic.SYSTEM_ALERTS else topic
-        self.producer.publish(target, event, key=key or self.settings.model_name, schema_topic=topic)
+        outbox.emit(binding, event, key=key or self.settings.model_name)
         return str(event["envelope"]["event_id"])
 
-    def run(self, ctx: ActionContext) -> ActionResult:
+    def run(self, ctx: ActionContext, outbox: Outbox) -> ActionResult:
+        """Carry out the decided action, emitting its events into ``outbox``."""
         handler = {
             Action.RETRAIN: self.retrain,
             Action.PROMOTE: self.promote,
@@ -156,7 +163,7 @@ class Executors:
         }.get(ctx.decision.action)
         if handler is None:
             return ActionResult.ok("nothing to do")
-        return handler(ctx)
+        return handler(ctx, outbox)
 
     # ------------------------------------------------------------------ retrain
 
@@ -175,8 +182,8 @@ class Executors:
             data = collect_labelled(
                 s,
                 self.serde,
-                request_topic=s.request_topic,
-                feedback_topic=s.feedback_topic,
+                requests=s.requests,
+                feedback=s.feedback,
                 window_s=window,
                 max_rows=s.retrain_max_rows,
                 timeout_s=s.retrain_read_timeout_s,
@@ -192,7 +199,7 @@ class Executors:
         s = self.settings
         return data.rows >= s.retrain_min_rows and data.positives >= s.retrain_min_positives
 
-    def retrain(self, ctx: ActionContext) -> ActionResult:
+    def retrain(self, ctx: ActionContext, outbox: Outbox) -> ActionResult:
         from fraud_model.registry import CHALLENGER
         from fraud_model.training import log_and_register, train
 
@@ -222,8 +229,9 @@ class Executors:
             "action_id": ctx.action_id,
             "min_auc": str(s.retrain_min_auc),
         }
-        started_event = self.publish(
-            Topic.MODEL_TRAINING_STARTED,
+        started_event = self.emit(
+            outbox,
+            s.training_started,
             {
                 "training_id": training_id,
                 "model_name": s.model_name,
@@ -234,6 +242,8 @@ class Executors:
             },
             ctx,
         )
+        # Stored before the (long) training run, so the log shows it while it runs.
+        outbox.deliver()
         started = time.perf_counter()
         previous_challenger = None
         try:
@@ -258,8 +268,9 @@ class Executors:
             )
         except Exception as exc:
             duration = time.perf_counter() - started
-            self.publish(
-                Topic.MODEL_TRAINING_COMPLETED,
+            self.emit(
+                outbox,
+                s.training_completed,
                 {
                     "training_id": training_id,
                     "model_name": s.model_name,
@@ -273,8 +284,9 @@ class Executors:
                 f"training failed: {type(exc).__name__}: {exc}", training_id=training_id, rows=data.rows
             )
         duration = time.perf_counter() - started
-        self.publish(
-            Topic.MODEL_TRAINING_COMPLETED,
+        self.emit(
+            outbox,
+            s.training_completed,
             {
                 "training_id": training_id,
                 "model_name": s.model_name,
@@ -307,8 +319,9 @@ class Executors:
                 f"{s.retrain_min_auc}); @challenger not set",
                 **details,
             )
-        deployed = self.publish(
-            Topic.MODEL_DEPLOYED,
+        deployed = self.emit(
+            outbox,
+            s.deployments,
             {
                 "model_name": s.model_name,
                 "alias": CHALLENGER,
@@ -329,7 +342,7 @@ class Executors:
 
     # ------------------------------------------------------------------ promote
 
-    def promote(self, ctx: ActionContext) -> ActionResult:
+    def promote(self, ctx: ActionContext, outbox: Outbox) -> ActionResult:
         from fraud_model.registry import CHALLENGER, CHAMPION, ModelRegistryError
 
         registry = self.registry
@@ -353,8 +366,9 @@ class Executors:
             previous, new = registry.promote(version)
         except ModelRegistryError as exc:
             return ActionResult.fail(f"promote failed: {exc}", version=version)
-        deployed = self.publish(
-            Topic.MODEL_DEPLOYED,
+        deployed = self.emit(
+            outbox,
+            self.settings.deployments,
             {
                 "model_name": self.settings.model_name,
                 "alias": CHAMPION,
@@ -374,7 +388,7 @@ class Executors:
 
     # ----------------------------------------------------------------- rollback
 
-    def rollback(self, ctx: ActionContext) -> ActionResult:
+    def rollback(self, ctx: ActionContext, outbox: Outbox) -> ActionResult:
         from fraud_model.registry import CHAMPION, ModelRegistryError, NoPreviousChampionError
 
         registry = self.registry
@@ -393,8 +407,9 @@ class Executors:
             return ActionResult.fail(f"rollback impossible: {exc}", champion=champion)
         except ModelRegistryError as exc:
             return ActionResult.fail(f"rollback failed: {exc}", champion=champion)
-        deployed = self.publish(
-            Topic.MODEL_DEPLOYED,
+        deployed = self.emit(
+            outbox,
+            self.settings.deployments,
             {
                 "model_name": self.settings.model_name,
                 "alias": CHAMPION,
@@ -414,7 +429,7 @@ class Executors:
 
     # -------------------------------------------------------------------- scale
 
-    def scale(self, ctx: ActionContext) -> ActionResult:
+    def scale(self, ctx: ActionContext, outbox: Outbox) -> ActionResult:
         s = self.settings
         service = s.scale_service
         current = max(self.current_instances(service), 1)
@@ -425,8 +440,9 @@ class Executors:
                 current_instances=current,
             )
         desired = current + 1
-        requested = self.publish(
-            Topic.SYSTEM_SCALE_REQUESTED,
+        requested = self.emit(
+            outbox,
+            s.scale_requests,
             {
                 "service": service,
                 "current_instances": current,
@@ -436,6 +452,8 @@ class Executors:
             ctx,
             key=service,
         )
+        # Announced before the command runs, as a request others (an operator, a controller) can act on.
+        outbox.deliver()
         details: dict[str, Any] = {
             "service": service,
             "current_instances": current,
@@ -501,7 +519,7 @@ class Executors:
             "related_event_id": c.trigger_event_id or None,
         }
 
-    def alert(self, ctx: ActionContext) -> ActionResult:
+    def alert(self, ctx: ActionContext, outbox: Outbox) -> ActionResult:
         c = ctx.condition
         attrs = c.attributes
         status = "firing"
@@ -523,12 +541,12 @@ class Executors:
         payload = self.alert_payload(
             ctx, severity=c.assessed, title=title, message=message, key=key, status=status
         )
-        event_id = self.publish(Topic.SYSTEM_ALERTS, payload, ctx, key=key)
+        event_id = self.emit(outbox, self.settings.alerts, payload, ctx, key=key)
         return ActionResult.ok(
             f"alert {status}: {title}", alert_id=payload["alert_id"], dedup_key=key, alert_event_id=event_id
         )
 
-    def notify(self, ctx: ActionContext, result: ActionResult | None) -> None:
+    def notify(self, ctx: ActionContext, result: ActionResult | None, outbox: Outbox) -> None:
         """Tell people what the automation does (rule ``notify``) or that it failed."""
         c = ctx.condition
         action = ctx.decision.action.value
@@ -544,11 +562,11 @@ class Executors:
             key = dedup_key(c, f"{action}-failed")
             message = f"{title}: {result.outcome}. Reason: {ctx.reason}. A person has to look."
         payload = self.alert_payload(ctx, severity=severity, title=title, message=message, key=key)
-        self.publish(Topic.SYSTEM_ALERTS, payload, ctx, key=key)
+        self.emit(outbox, self.settings.alerts, payload, ctx, key=key)
 
     # ------------------------------------------------------------------ monitor
 
-    def monitor(self, ctx: ActionContext) -> ActionResult:
+    def monitor(self, ctx: ActionContext, outbox: Outbox) -> ActionResult:
         s = self.settings
         return ActionResult.ok(
             f"monitoring {s.model_name} closely: drift window {s.monitor_window_size} for "

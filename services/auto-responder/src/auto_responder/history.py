@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from auto_responder.model import ActionRecord, Status
 from auto_responder.policies import PolicyState
-from mlops_platform.contracts import Topic
+from mlops_platform.bindings import Binding
 from mlops_platform.errors import KafkaUnavailable, PlatformError
 from mlops_platform.kafka import consume_to_end, offsets_since
 from mlops_platform.logs import get_logger
@@ -151,13 +151,13 @@ def replay_actions(
     *,
     settings: PlatformSettings,
     serde: AvroSerde,
-    topic: str,
+    binding: Binding,
     keep: Callable[[ActionRecord], bool],
     lookback_s: float,
     timeout_s: float,
     group_id: str,
 ) -> ReplayResult:
-    """Feed the records of the last ``lookback_s`` seconds of ``topic`` that ``keep`` accepts.
+    """Feed the records of the last ``lookback_s`` seconds of the bound topic that ``keep`` accepts.
 
     Reads up to the end offsets found at the start (read_committed). Raises
     :class:`ReplayError` when the topic cannot be read to its end within ``timeout_s``.
@@ -165,6 +165,7 @@ def replay_actions(
     result = ReplayResult()
     if lookback_s <= 0:
         return result
+    topic = binding.topic
     request_timeout = settings.request_timeout_s * 2
     consumer = Consumer(
         settings.consumer_config(group_id, client_id=f"{group_id}-replay", **{"enable.partition.eof": True})
@@ -175,7 +176,7 @@ def replay_actions(
         if ranges:
             consumer.assign([TopicPartition(topic, p, start) for p, (start, _end) in ranges.items()])
             ends = {p: end for p, (_start, end) in ranges.items()}
-            _consume_until(consumer, history, serde, topic, keep, ends, timeout_s, result)
+            _consume_until(consumer, history, serde, binding, keep, ends, timeout_s, result)
     except (KafkaException, KafkaUnavailable) as exc:
         raise ReplayError(f"replaying {topic} failed: {exc}") from exc
     finally:
@@ -187,17 +188,17 @@ def _consume_until(
     consumer: Consumer,
     history: ActionHistory,
     serde: AvroSerde,
-    topic: str,
+    binding: Binding,
     keep: Callable[[ActionRecord], bool],
     ends: dict[int, int],
     timeout_s: float,
     result: ReplayResult,
 ) -> None:
-    for msg in consume_to_end(consumer, topic, ends, timeout_s):
+    for msg in consume_to_end(consumer, binding.topic, ends, timeout_s):
         result.read += 1
         try:
             record = ActionRecord.from_value(
-                serde.decode(topic, msg.value(), schema_topic=Topic.SYSTEM_ACTIONS)
+                serde.decode(binding.topic, msg.value(), schema_topic=binding.schema_topic)
             )
         except (PlatformError, KeyError, TypeError, ValueError) as exc:
             result.skipped += 1

@@ -1,17 +1,21 @@
-"""The service layer: trigger events in, decisions recorded, actions dispatched.
+"""The decision layer: trigger events in, decisions recorded, actions dispatched.
 
-Flow for every trigger event (consumer loop thread) and every heartbeat condition
+Flow for every trigger event (stream loop thread) and every heartbeat condition
 (watcher thread), under one lock so policies see a consistent history:
 
 1. the engine turns the event into a condition (or ignores it, counted by reason);
 2. a trigger already decided (same event, same understanding) is skipped: re-delivery
    after a crash or a new consumer group never repeats an action;
-3. rule + policies give the decisions; each is published to ``system.actions`` and
-   acknowledged *before* anything runs (``suppressed``, or ``started`` for external
-   actions); quick actions (alert, monitor) run inline and publish one terminal record;
+3. rule + policies give the decisions; each is emitted to ``system.actions`` and the
+   outbox delivered (acknowledged) *before* anything runs and before the decision joins
+   the history (``suppressed``, or ``started`` for external actions); quick actions
+   (alert, monitor) run inline and record one terminal record;
 4. external actions run in worker pools (training: one at a time; registry moves: one at
-   a time, in order; scale commands) and publish their terminal record when done, so
+   a time, in order; scale commands) and record their terminal record when done, so
    event consumption never waits for a training run.
+
+Inside the stream loop every event goes through the outbox of the batch at hand; the
+watcher, the worker pools and manual actions have no batch and use an outbox of their own.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from auto_responder.rules import RuleSet, load_rules
 from auto_responder.watcher import HeartbeatWatcher
 from mlops_platform.contracts import Topic, make_event, new_envelope
 from mlops_platform.errors import KafkaUnavailable, PublishError, SchemaRegistryUnavailable
-from mlops_platform.kafka import EventProducer, Record, RetryableError
+from mlops_platform.kafka import EventProducer, Outbox, Record
 from mlops_platform.logs import bind_event, get_logger
 from mlops_platform.serde import AvroSerde
 
@@ -121,9 +125,7 @@ class Responder:
             watched=settings.watched_services,
             now=clock(),
         )
-        self.executors = executors or Executors(
-            settings, producer, serde, current_instances=self.live_instances
-        )
+        self.executors = executors or Executors(settings, serde, current_instances=self.live_instances)
         self._lock = threading.RLock()
         self._running: dict[str, _Running] = {}
         self._pools = {
@@ -137,19 +139,29 @@ class Responder:
 
     # ------------------------------------------------------------------ inputs
 
-    def handle_batch(self, records: list[Record]) -> None:
-        """Consumer-loop handler: decide on every record of the batch."""
+    def handle_batch(self, records: list[Record], outbox: Outbox) -> None:
+        """Stream-loop handler: decide on every record of the batch.
+
+        Each decision is delivered as it is made (see :meth:`_publish`). When Kafka
+        refuses it, the error goes to the loop, which retries the batch later: nothing
+        ran, and the triggers already decided are skipped as duplicates then.
+        """
+        if len(outbox):
+            # Dead letters of undecodable records: stored first, so a decision's delivery
+            # failing later can never take them down with it.
+            outbox.deliver()
         for record in records:
             with bind_event(record.envelope):
-                try:
-                    self.handle(self.settings.trigger_topics.get(record.topic, record.topic), record.value)
-                except PublishError as exc:
-                    # Kafka refused the decision record: nothing ran; retry the batch later
-                    # (decided triggers of the batch are skipped as duplicates then).
-                    raise RetryableError(str(exc)) from exc
+                self.handle(record.contract or record.topic, record.value, outbox)
 
-    def handle(self, contract: str, value: dict[str, Any]) -> list[ActionRecord]:
-        """Decide on one decoded event of the given contract (catalogue topic)."""
+    def handle(
+        self, contract: str, value: dict[str, Any], outbox: Outbox | None = None
+    ) -> list[ActionRecord]:
+        """Decide on one decoded event of the given contract (catalogue topic).
+
+        ``outbox`` is the stream loop's for the batch at hand; without one each event
+        gets an outbox of its own.
+        """
         now = self.clock()
         if contract == Topic.SYSTEM_HEALTH:
             with self._lock:
@@ -163,7 +175,7 @@ class Responder:
             conditions = [outcome]
         records: list[ActionRecord] = []
         for condition in conditions:
-            records.extend(self.respond(condition))
+            records.extend(self.respond(condition, outbox))
         return records
 
     def tick(self) -> list[ActionRecord]:
@@ -221,7 +233,7 @@ class Responder:
 
     # --------------------------------------------------------------- deciding
 
-    def respond(self, condition: Condition) -> list[ActionRecord]:
+    def respond(self, condition: Condition, outbox: Outbox | None = None) -> list[ActionRecord]:
         """Record (and start) every decision the rules and policies make for ``condition``."""
         if not condition.trigger.get("event_id"):
             # A condition observed by the responder itself (a service silent since start).
@@ -258,9 +270,9 @@ class Responder:
             for decision in decisions:
                 ctx = ActionContext(str(uuid.uuid4()), decision, condition.trigger)
                 if decision.suppressed:
-                    records.append(self._suppressed(ctx))
+                    records.append(self._suppressed(ctx, outbox))
                 else:
-                    records.append(self._start(ctx))
+                    records.append(self._start(ctx, outbox))
             return records
 
     def in_progress(self) -> set[Action]:
@@ -347,7 +359,9 @@ class Responder:
         duration_ms: float = 0.0,
         suppressed_reason: str | None = None,
         cause: dict[str, Any] | None = None,
+        outbox: Outbox | None = None,
     ) -> ActionRecord:
+        """Emit the decision record and deliver it; only a stored record joins the history."""
         c = ctx.condition
         record = ActionRecord(
             action_id=ctx.action_id,
@@ -365,12 +379,9 @@ class Responder:
             details=self._details(ctx, details),
         )
         event = make_event(self.settings.service_name, record.payload(), cause=cause or dict(ctx.trigger))
-        self.producer.publish(
-            self.settings.actions_topic,
-            event,
-            key=self.settings.model_name,
-            schema_topic=Topic.SYSTEM_ACTIONS,
-        )
+        outbox = outbox if outbox is not None else Outbox(self.producer)
+        outbox.emit(self.settings.actions, event, key=self.settings.model_name)
+        outbox.deliver()
         record.envelope = event["envelope"]
         self.history.add(record)
         metrics.ACTIONS.labels(record.action, record.status).inc()
@@ -394,32 +405,35 @@ class Responder:
         if ratio is not None:
             metrics.SUCCESS_RATIO.set(ratio)
 
-    def _suppressed(self, ctx: ActionContext) -> ActionRecord:
+    def _suppressed(self, ctx: ActionContext, outbox: Outbox | None = None) -> ActionRecord:
         return self._publish(
             ctx,
             Status.SUPPRESSED,
             ctx.decision.note or f"{ctx.decision.action.value} suppressed",
             suppressed_reason=ctx.decision.suppressed_reason,
+            outbox=outbox,
         )
 
     # -------------------------------------------------------------- executing
 
-    def _start(self, ctx: ActionContext) -> ActionRecord:
+    def _start(self, ctx: ActionContext, outbox: Outbox | None = None) -> ActionRecord:
         action = ctx.decision.action
         if action not in EXTERNAL_ACTIONS:
-            return self._run_inline(ctx)
-        record = self._publish(ctx, Status.STARTED, f"{action.value} started: {ctx.reason}")
+            return self._run_inline(ctx, outbox)
+        record = self._publish(ctx, Status.STARTED, f"{action.value} started: {ctx.reason}", outbox=outbox)
         running = _Running(ctx, time.perf_counter())
         self._running[ctx.action_id] = running
         metrics.IN_PROGRESS.labels(action.value).inc()
         if ctx.decision.notify:
             self._notify(ctx, None)
+        # The worker runs after this batch is committed: its events get outboxes of their own.
         running.future = self._pools[POOL_OF[action]].submit(self._execute, ctx, running.started)
         return record
 
-    def _run_inline(self, ctx: ActionContext) -> ActionRecord:
+    def _run_inline(self, ctx: ActionContext, outbox: Outbox | None) -> ActionRecord:
+        outbox = outbox if outbox is not None else Outbox(self.producer)
         started = time.perf_counter()
-        result = self._run_safely(ctx)
+        result = self._run_safely(ctx, outbox)
         duration = time.perf_counter() - started
         metrics.ACTION_SECONDS.labels(ctx.decision.action.value, result.status.value).observe(duration)
         record = self._publish(
@@ -429,25 +443,33 @@ class Responder:
             details=result.details,
             duration_ms=duration * 1000,
             suppressed_reason=result.suppressed_reason,
+            outbox=outbox,
         )
         if result.status is Status.FAILED and ctx.decision.action is not Action.ALERT:
             self._notify(ctx, result)
         return record
 
-    def _run_safely(self, ctx: ActionContext) -> ActionResult:
+    def _run_safely(self, ctx: ActionContext, outbox: Outbox) -> ActionResult:
+        """Run the executor and deliver the events it emitted; every failure becomes a result."""
         try:
-            return self.executors.run(ctx)
+            result = self.executors.run(ctx, outbox)
         except (KafkaUnavailable, PublishError, SchemaRegistryUnavailable) as exc:
-            return ActionResult.fail(f"could not publish: {exc}")
+            result = ActionResult.fail(f"could not publish: {exc}")
         except Exception as exc:
             log.exception("action_crashed", action=ctx.decision.action.value, action_id=ctx.action_id)
-            return ActionResult.fail(f"{type(exc).__name__}: {exc}")
+            result = ActionResult.fail(f"{type(exc).__name__}: {exc}")
+        try:
+            # What the action did before it ended (e.g. a registry move) is stored either way.
+            outbox.deliver()
+        except (KafkaUnavailable, PublishError) as exc:
+            return ActionResult.fail(f"could not publish: {exc}")
+        return result
 
     def _execute(self, ctx: ActionContext, started: float) -> ActionRecord:
         """Worker-pool body of an external action: run it, then record its outcome."""
         action = ctx.decision.action.value
         with bind_event(ctx.trigger):
-            result = self._run_safely(ctx)
+            result = self._run_safely(ctx, Outbox(self.producer))
             duration = time.perf_counter() - started
             metrics.ACTION_SECONDS.labels(action, result.status.value).observe(duration)
             try:
@@ -481,8 +503,11 @@ class Responder:
         raise AssertionError("unreachable")
 
     def _notify(self, ctx: ActionContext, result: ActionResult | None) -> None:
+        # An outbox of its own: a lost notification must not fail the batch or the action.
+        outbox = Outbox(self.producer)
         try:
-            self.executors.notify(ctx, result)
+            self.executors.notify(ctx, result, outbox)
+            outbox.deliver()
         except Exception as exc:  # telling people must not break the action's bookkeeping
             log.warning("notification_failed", action_id=ctx.action_id, error=str(exc))
 
@@ -500,7 +525,7 @@ class Responder:
                     self.history,
                     settings=s,
                     serde=self.serde,
-                    topic=s.actions_topic,
+                    binding=s.actions,
                     keep=self._mine,
                     lookback_s=s.history_lookback_s,
                     timeout_s=max(deadline - time.monotonic(), 5.0),
