@@ -1,7 +1,7 @@
 """The stream glue (decode, validate, dead-letter, apply, publish) without a broker.
 
-Faust's topics are replaced by recorders and the engine works on dicts; the Faust app
-itself is only built, never started.
+The stages write to recorders instead of Faust's topics and the engine works on dicts;
+the service's Faust app itself is only built, never started.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from mlops_platform.errors import SchemaRegistryUnavailable, SerializationError
 from recommender.commands import KIND_INTERACTION, command_from_event, origin_of, served_command
 from recommender.config import Settings
 from recommender.engine import Recommender, StateTables
-from recommender.streams import RecommenderStreams
+from recommender.service import RecommenderService
+from recommender.streams import RecommenderStreams, StreamTopics
 from recsys_data import load_catalogue as load_items
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -63,17 +64,29 @@ class Recorder:
             callback(None)
 
 
+def _service(settings: Settings) -> RecommenderService:
+    # What the service takes from the platform runtime: the serde, the checks, the heartbeat.
+    runtime = SimpleNamespace(serde=FakeSerde(), checks={}, heartbeat_details=None)
+    return RecommenderService(settings, runtime=runtime, catalogue=CATALOGUE)  # type: ignore[arg-type]
+
+
 @pytest.fixture
-def streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RecommenderStreams:
-    settings = Settings(data_dir=tmp_path, registry_retry_s=0.01, ab_arms={"hybrid": 1.0})
-    streams = RecommenderStreams(settings, FakeSerde(), CATALOGUE)  # type: ignore[arg-type]
-    streams.engine = Recommender(CATALOGUE, StateTables(), settings.engine_config())
-    streams.tables = streams.engine.tables
-    for name in ("commands_topic", "updated_topic", "push_topic", "dead_letter_topic"):
-        recorder = Recorder()
-        recorder.get_topic_name = getattr(streams, name).get_topic_name  # type: ignore[attr-defined]
-        monkeypatch.setattr(streams, name, recorder)
-    return streams
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, registry_retry_s=0.01, ab_arms={"hybrid": 1.0})
+
+
+@pytest.fixture
+def streams(settings: Settings) -> RecommenderStreams:
+    engine = Recommender(CATALOGUE, StateTables(), settings.engine_config())
+    topics = StreamTopics(commands=Recorder(), updated=Recorder(), push=Recorder(), dead_letters=Recorder())
+    return RecommenderStreams(settings, FakeSerde(), engine, topics)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def service(settings: Settings, streams: RecommenderStreams) -> RecommenderService:
+    service = _service(settings)
+    service.streams = streams
+    return service
 
 
 def _message(value: bytes, *, topic: str = "business.user.interaction", key: bytes = b"u1") -> Any:
@@ -95,7 +108,7 @@ def _interaction(user: str, item: str, kind: str) -> bytes:
 
 
 def _sent(streams: RecommenderStreams, name: str) -> list[dict[str, Any]]:
-    return getattr(streams, name).sent  # type: ignore[no-any-return]
+    return getattr(streams.topics, name).sent  # type: ignore[no-any-return]
 
 
 def _headers(sent: dict[str, Any]) -> dict[str, bytes | None]:
@@ -104,10 +117,10 @@ def _headers(sent: dict[str, Any]) -> dict[str, bytes | None]:
 
 def test_the_faust_app_is_declared_with_its_tables_and_internal_topic(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, app_id="rec-x", partitions=3)
-    streams = RecommenderStreams(settings, FakeSerde(), CATALOGUE)  # type: ignore[arg-type]
-    assert streams.app.conf.id == "rec-x"
-    assert streams.app.conf.topic_replication_factor == 1 and streams.app.conf.topic_partitions == 3
-    assert set(streams.app.tables) == {
+    service = _service(settings)
+    assert service.app.conf.id == "rec-x"
+    assert service.app.conf.topic_replication_factor == 1 and service.app.conf.topic_partitions == 3
+    assert set(service.app.tables) == {
         "activity",
         "profiles",
         "boosts",
@@ -117,25 +130,60 @@ def test_the_faust_app_is_declared_with_its_tables_and_internal_topic(tmp_path: 
         "strategy_stats",
         "segments",
     }
-    assert streams.commands_topic.get_topic_name() == "rec-x-user-commands"
-    assert streams.commands_topic.internal and streams.commands_topic.partitions == 3
-    assert not streams.check().ok  # not started
+    assert service.commands_topic.get_topic_name() == "rec-x-user-commands"
+    assert service.commands_topic.internal and service.commands_topic.partitions == 3
+    assert not service.check().ok  # not started
+    # The readiness check and the heartbeat figures are the platform runtime's.
+    assert service.runtime.checks["streams"] == service.check
+    assert service.runtime.heartbeat_details == service.heartbeat_details
+
+
+def test_the_app_id_is_the_consumer_group_and_defaults_to_the_service_name(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path).consumer_group == "recommender"
+    assert Settings(data_dir=tmp_path, group_id="rec-g").consumer_group == "rec-g"
+    assert Settings(data_dir=tmp_path, app_id="rec-x", group_id="rec-g").consumer_group == "rec-x"
+    assert _service(Settings(data_dir=tmp_path)).app.conf.id == "recommender"
+
+
+def test_the_service_reads_and_writes_the_bound_topics(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, interaction_topic="private.interactions", updated_topic="private.updated"
+    )
+    bindings = settings.bindings()
+    assert bindings.contracts_consumed() == {
+        "business.user.interaction",
+        "business.recommendation.clicked",
+        "business.feedback.received",
+    }
+    assert bindings.contracts_produced() == {
+        "recommendations.updated",
+        "push.recommendations",
+        "system.health",
+    }
+    assert bindings.consumed("private.interactions").contract is Topic.BUSINESS_USER_INTERACTION
+    service = _service(settings)
+    assert set(service.source_topic.topics) == {
+        "private.interactions",
+        "business.recommendation.clicked",
+        "business.feedback.received",
+    }
+    assert service.streams.topics.updated.get_topic_name() == "private.updated"  # type: ignore[attr-defined]
 
 
 async def test_a_valid_record_becomes_a_command_for_its_user(streams: RecommenderStreams) -> None:
     value = _interaction("user-7", "item-00001", "like")
     await streams.ingest(_message(value, key=b"some-other-key"))
-    [sent] = _sent(streams, "commands_topic")
+    [sent] = _sent(streams, "commands")
     assert sent["key"] == b"user-7"
     command = sent["value"]
     assert command["kind"] == KIND_INTERACTION and command["user_id"] == "user-7"
     assert command["origin"]["offset"] == 41 and command["origin"]["partition"] == 1
-    assert not _sent(streams, "dead_letter_topic")
+    assert not _sent(streams, "dead_letters")
 
 
 async def test_undecodable_bytes_are_dead_lettered_unchanged(streams: RecommenderStreams) -> None:
     await streams.ingest(_message(b"\x01garbage"))
-    [letter] = _sent(streams, "dead_letter_topic")
+    [letter] = _sent(streams, "dead_letters")
     assert letter["value"] == b"\x01garbage" and letter["key"] == b"u1"
     headers = _headers(letter)
     assert headers["trace"] == b"abc"
@@ -144,12 +192,12 @@ async def test_undecodable_bytes_are_dead_lettered_unchanged(streams: Recommende
     assert headers["dlq.original.timestamp"] == b"1700000000500"
     assert headers["dlq.stage"] == b"deserialize" and headers["dlq.service"] == b"recommender"
     assert headers["dlq.error.class"] == b"SerializationError"
-    assert not _sent(streams, "commands_topic")
+    assert not _sent(streams, "commands")
 
 
 async def test_invalid_records_are_dead_lettered_at_validation(streams: RecommenderStreams) -> None:
     await streams.ingest(_message(_interaction("", "item-00001", "like")))
-    [letter] = _sent(streams, "dead_letter_topic")
+    [letter] = _sent(streams, "dead_letters")
     assert _headers(letter)["dlq.stage"] == b"validate"
     assert _headers(letter)["dlq.error.class"] == b"InvalidEvent"
 
@@ -157,8 +205,8 @@ async def test_invalid_records_are_dead_lettered_at_validation(streams: Recommen
 async def test_registry_outage_is_waited_out(streams: RecommenderStreams) -> None:
     streams.serde.unavailable = 2  # type: ignore[attr-defined]
     await streams.ingest(_message(_interaction("u", "item-00001", "view")))
-    assert len(_sent(streams, "commands_topic")) == 1
-    assert not _sent(streams, "dead_letter_topic")
+    assert len(_sent(streams, "commands")) == 1
+    assert not _sent(streams, "dead_letters")
 
 
 async def test_registry_outage_while_stopping_keeps_the_record_as_a_dead_letter(
@@ -167,7 +215,7 @@ async def test_registry_outage_while_stopping_keeps_the_record_as_a_dead_letter(
     streams.serde.unavailable = 100  # type: ignore[attr-defined]
     streams.stopping.set()
     await streams.ingest(_message(_interaction("u", "item-00001", "view")))
-    [letter] = _sent(streams, "dead_letter_topic")
+    [letter] = _sent(streams, "dead_letters")
     assert _headers(letter)["dlq.error.class"] == b"SchemaRegistryUnavailable"
 
 
@@ -208,10 +256,10 @@ async def test_a_positive_interaction_publishes_updated_and_push_with_its_cause(
     assert updated["trigger"] == "interaction" and len(updated["items"]) == 20
     assert push["item_ids"] == [item["item_id"] for item in updated["items"][:10]]
     assert push["recommendation_id"] == updated["recommendation_id"] and push["title"]
-    assert [s["key"] for s in _sent(streams, "updated_topic")] == [b"user-1"]
-    assert [s["key"] for s in _sent(streams, "push_topic")] == [b"user-1"]
+    assert [s["key"] for s in _sent(streams, "updated")] == [b"user-1"]
+    assert [s["key"] for s in _sent(streams, "push")] == [b"user-1"]
     # The state was written under the command's partition.
-    assert "2|item-00005" in streams.tables.item_stats
+    assert "2|item-00005" in streams.engine.tables.item_stats
 
 
 async def test_similar_users_get_boost_commands(streams: RecommenderStreams) -> None:
@@ -220,7 +268,7 @@ async def test_similar_users_get_boost_commands(streams: RecommenderStreams) -> 
     await streams.handle(_command(streams, "fan", other, "like"), SimpleNamespace(partition=0))
     buyer = _command(streams, "buyer", item, "purchase")
     await streams.handle(buyer, SimpleNamespace(partition=1))
-    boosts = [s for s in _sent(streams, "commands_topic") if s["value"]["kind"] == "similar_boost"]
+    boosts = [s for s in _sent(streams, "commands") if s["value"]["kind"] == "similar_boost"]
     assert [(s["key"], s["value"]["data"]["item_ids"]) for s in boosts] == [(b"fan", [item])]
     # Applying it refreshes the fan's list, caused by the purchase.
     serde: FakeSerde = streams.serde  # type: ignore[assignment]
@@ -235,7 +283,7 @@ async def test_a_failing_command_dead_letters_the_original_record(streams: Recom
     command = _command(streams, "user-1", "item-00005", "like")
     del command["data"]["item_id"]  # breaks the engine call
     await streams.handle(command, SimpleNamespace(partition=0, topic="cmds", offset=9))
-    [letter] = _sent(streams, "dead_letter_topic")
+    [letter] = _sent(streams, "dead_letters")
     assert letter["value"] == _interaction_bytes_of(command)
     headers = _headers(letter)
     assert headers["dlq.original.topic"] == b"business.user.interaction"
@@ -257,22 +305,24 @@ async def test_served_lists_are_counted_without_outputs(streams: RecommenderStre
     assert not streams.serde.encoded  # type: ignore[attr-defined]
 
 
-async def test_report_refreshes_gauges_and_heartbeat_figures(streams: RecommenderStreams) -> None:
+async def test_report_refreshes_gauges_and_heartbeat_figures(
+    streams: RecommenderStreams, service: RecommenderService
+) -> None:
     await streams.handle(_command(streams, "u", "item-00003", "like"), SimpleNamespace(partition=0))
-    streams.lag = lambda: {("business.user.interaction", 0): 4}  # type: ignore[method-assign]
-    await streams._report()
-    details = streams.heartbeat_details()
+    service.lag = lambda: {("business.user.interaction", 0): 4}  # type: ignore[method-assign]
+    await service._report()
+    details = service.heartbeat_details()
     assert details["users"] == "1" and details["consumer_lag"] == "4"
 
 
 async def test_a_crashed_app_stops_the_process(
-    streams: RecommenderStreams, monkeypatch: pytest.MonkeyPatch
+    service: RecommenderService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     crashes: list[bool] = []
     fake_app = SimpleNamespace(crashed=False, crash_reason=None)
-    monkeypatch.setattr(streams, "app", fake_app)
-    monkeypatch.setattr(streams, "on_crash", lambda: crashes.append(True))
-    watchdog = asyncio.create_task(streams.exit_on_crash(interval_s=0.01))
+    monkeypatch.setattr(service, "app", fake_app)
+    monkeypatch.setattr(service, "on_crash", lambda: crashes.append(True))
+    watchdog = asyncio.create_task(service.exit_on_crash(interval_s=0.01))
     await asyncio.sleep(0.05)
     assert not crashes and not watchdog.done()
     fake_app.crashed, fake_app.crash_reason = True, RuntimeError("fetcher died")

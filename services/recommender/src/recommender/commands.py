@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from mlops_platform.contracts import Topic
 from recommender.engine import Click, Interaction
 
 KIND_INTERACTION = "interaction"
@@ -24,6 +25,13 @@ KIND_CLICK = "click"
 KIND_FEEDBACK = "feedback"
 KIND_SERVED = "served"
 KIND_SIMILAR_BOOST = "similar_boost"
+
+# The command kind of each consumed contract (the binding of a record says which it carries).
+KIND_OF_CONTRACT: dict[Topic, str] = {
+    Topic.BUSINESS_USER_INTERACTION: KIND_INTERACTION,
+    Topic.BUSINESS_RECOMMENDATION_CLICKED: KIND_CLICK,
+    Topic.BUSINESS_FEEDBACK_RECEIVED: KIND_FEEDBACK,
+}
 
 MAX_ID_LENGTH = 256
 

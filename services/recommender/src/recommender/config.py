@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from mlops_platform.bindings import Binding, ServiceBindings
 from mlops_platform.contracts import Topic, dlq_topic
 from mlops_platform.settings import ServiceSettings
 from recommender.engine import STRATEGY_CONTENT, STRATEGY_HYBRID, EngineConfig
@@ -21,15 +22,18 @@ def _default_data_dir() -> Path:
 
 
 class Settings(ServiceSettings):
+    """The recommender's settings; its topics are declared once, as bindings, in :meth:`bindings`."""
+
     model_config = SettingsConfigDict(env_prefix="RECOMMENDER_", extra="ignore", populate_by_name=True)
 
     service_name: str = "recommender"
     http_port: int = 8005
 
-    app_id: str = Field(
-        "recommender",
+    app_id: str | None = Field(
+        None,
         description="Faust application id: the consumer group and the prefix of the internal topics "
-        "(<app_id>-<table>-changelog, <app_id>-user-commands).",
+        "(<app_id>-<table>-changelog, <app_id>-user-commands); default: the base settings' consumer "
+        "group (group_id, else the service name).",
     )
     data_dir: Path = Field(default_factory=_default_data_dir)
     partitions: int = Field(3, description="Partitions of the internal topics; equal to the source topics'.")
@@ -71,6 +75,42 @@ class Settings(ServiceSettings):
     )
     similar_users: int = 20
     similar_user_threshold: float = 0.5
+
+    @property
+    def consumer_group(self) -> str:
+        """The Faust app id, which is also the consumer group Faust joins (``recommender`` by default)."""
+        return self.app_id or super().consumer_group
+
+    # Bindings: each topic tied to the contract it carries, declared once for the whole service.
+    # The inputs are read whatever their key (each record is re-keyed by user id internally);
+    # the outputs are keyed by user id.
+
+    @property
+    def interactions(self) -> Binding:
+        return Binding.to(Topic.BUSINESS_USER_INTERACTION, self.interaction_topic)
+
+    @property
+    def clicks(self) -> Binding:
+        return Binding.to(Topic.BUSINESS_RECOMMENDATION_CLICKED, self.click_topic)
+
+    @property
+    def feedback(self) -> Binding:
+        return Binding.to(Topic.BUSINESS_FEEDBACK_RECEIVED, self.feedback_topic)
+
+    @property
+    def updated(self) -> Binding:
+        return Binding.to(Topic.RECOMMENDATIONS_UPDATED, self.updated_topic, key="user_id")
+
+    @property
+    def push(self) -> Binding:
+        return Binding.to(Topic.PUSH_RECOMMENDATIONS, self.push_topic, key="user_id")
+
+    def bindings(self) -> ServiceBindings:
+        """The three business topics in; recommendation lists, pushes and heartbeats out."""
+        return ServiceBindings.of(
+            consumes=[self.interactions, self.clicks, self.feedback],
+            produces=[self.updated, self.push, Binding.to(Topic.SYSTEM_HEALTH, key="service")],
+        )
 
     @property
     def faust_datadir(self) -> Path:
