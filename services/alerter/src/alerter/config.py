@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from mlops_platform.bindings import Binding, ServiceBindings
 from mlops_platform.contracts import Topic
 from mlops_platform.settings import ServiceSettings
 
@@ -26,7 +27,6 @@ class Settings(ServiceSettings):
         Topic.SYSTEM_ALERTS.value,
         description="Topic consumed (and written by /alertmanager and acks); carries system.alerts events.",
     )
-    group_id: str | None = Field(None, description="Consumer group; defaults to the service name.")
     routes_file: Path | None = Field(
         None, description="Routing rules (YAML); defaults to the routes.yaml shipped in the package."
     )
@@ -73,8 +73,14 @@ class Settings(ServiceSettings):
     )
 
     @property
-    def consumer_group(self) -> str:
-        return self.group_id or self.service_name
+    def alerts(self) -> Binding:
+        """The alerts topic: consumed, and written by ``/alertmanager`` and acknowledgements."""
+        return Binding.to(Topic.SYSTEM_ALERTS, self.alerts_topic, key="dedup_key")
+
+    def bindings(self) -> ServiceBindings:
+        return ServiceBindings.of(
+            consumes=[self.alerts], produces=[self.alerts, Binding.to(Topic.SYSTEM_HEALTH, key="service")]
+        )
 
     @property
     def smtp_recipients(self) -> list[str]:

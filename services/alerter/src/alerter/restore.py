@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from alerter.engine import AlertEngine, DeliveryJob
 from alerter.models import AlertEvent
+from mlops_platform.bindings import Binding
 from mlops_platform.errors import KafkaUnavailable, PlatformError
 from mlops_platform.kafka import consume_to_end
 from mlops_platform.logs import get_logger
@@ -47,17 +48,17 @@ def restore_state(
     *,
     settings: PlatformSettings,
     serde: AvroSerde,
-    topic: str,
-    schema_topic: str | None,
+    binding: Binding,
     group_id: str,
     client_id: str,
     lookback_s: float,
     timeout_s: float,
 ) -> RestoreResult:
-    """Replay the committed part of the last ``lookback_s`` seconds of ``topic`` into ``engine``."""
+    """Replay the committed part of the last ``lookback_s`` seconds of the bound topic into ``engine``."""
     result = RestoreResult()
     if lookback_s <= 0:
         return result
+    topic = binding.topic
     request_timeout = settings.request_timeout_s * 2
     consumer = Consumer(
         settings.consumer_config(group_id, client_id=client_id, **{"enable.partition.eof": True})
@@ -97,7 +98,7 @@ def restore_state(
         result.fresh_group = bool(fresh) and len(fresh) == len(partitions)
         if ends:
             consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
-            result.complete = _replay(consumer, engine, serde, topic, schema_topic, ends, timeout_s, result)
+            result.complete = _replay(consumer, engine, serde, binding, ends, timeout_s, result)
         if fresh and any(fresh.values()):
             try:
                 consumer.commit(
@@ -133,16 +134,15 @@ def _replay(
     consumer: Consumer,
     engine: AlertEngine,
     serde: AvroSerde,
-    topic: str,
-    schema_topic: str | None,
+    binding: Binding,
     ends: dict[int, int],
     timeout_s: float,
     result: RestoreResult,
 ) -> bool:
     try:
-        for msg in consume_to_end(consumer, topic, ends, timeout_s):
+        for msg in consume_to_end(consumer, binding.topic, ends, timeout_s):
             try:
-                value = serde.decode(topic, msg.value(), schema_topic=schema_topic)
+                value = serde.decode(binding.topic, msg.value(), schema_topic=binding.schema_topic)
                 engine.process(AlertEvent.from_value(value, timestamp_ms=msg.timestamp()[1]), replay=True)
                 result.replayed += 1
             except PlatformError as exc:

@@ -1,16 +1,15 @@
 """The alerter process: consumer, engine, dispatcher, escalation ticker, wired once.
 
 Flow: ``system.alerts`` records (from any service, from ``POST /alertmanager`` and
-from acknowledgements) reach :meth:`AlerterService.handle_records` in the consumer
-thread; the engine decides in memory and the dispatcher delivers on the event loop.
-The handler returns as soon as the decision is made, so the offset is committed
-without waiting for any channel: a slow or broken channel never holds the stream.
+from acknowledgements) reach :meth:`AlerterService.handle_records` on the stream loop's
+thread (at-least-once); the engine decides in memory and the dispatcher delivers on the
+event loop. The handler returns as soon as the decision is made, so the offset is
+committed without waiting for any channel: a slow or broken channel never holds the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from confluent_kafka import KafkaError, Message
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
@@ -31,10 +29,10 @@ from alerter.engine import AlertEngine
 from alerter.models import ACK_BY_LABEL, ACK_INCIDENT_LABEL, AlertEvent, AlertStatus
 from alerter.restore import restore_state
 from alerter.routing import RoutingConfig
-from mlops_platform.contracts import Topic, make_event
+from mlops_platform.contracts import make_event
 from mlops_platform.errors import PlatformError
 from mlops_platform.health import CheckResult
-from mlops_platform.kafka import Record
+from mlops_platform.kafka import Guarantee, Outbox, Record
 from mlops_platform.logs import bind_event, get_logger
 from mlops_platform.service import ServiceRuntime
 
@@ -51,6 +49,8 @@ class AlertmanagerOutcome:
 
 
 class AlerterService:
+    """Composition root of the alerter: engine, dispatcher, stream loop, restore and checks."""
+
     def __init__(self, settings: Settings, routing: RoutingConfig | None = None) -> None:
         self.settings = settings
         self.routing = routing or RoutingConfig.load(settings.routes_file)
@@ -73,17 +73,9 @@ class AlerterService:
             max_pending=settings.max_pending_deliveries,
             attempt_timeout_s=max(settings.http_timeout_s, settings.smtp_timeout_s) * 2,
         )
-        self.topic = settings.alerts_topic
-        # A topic outside the catalogue (e.g. a test's private one) still carries system.alerts events.
-        self.schema_topic: str | None = (
-            None if self.topic == Topic.SYSTEM_ALERTS else Topic.SYSTEM_ALERTS.value
-        )
         self.runtime = ServiceRuntime(settings)
-        self.runtime.consumer_loop(
-            topics=[self.topic],
-            handler=self.handle_records,
-            group_id=settings.consumer_group,
-            schema_topics={self.topic: self.schema_topic} if self.schema_topic else None,
+        self.runtime.stream(
+            inputs=[settings.alerts], handler=self.handle_records, guarantee=Guarantee.AT_LEAST_ONCE
         )
         self.runtime.on_start(self.restore)
         self.runtime.checks["channels"] = self.channels_check
@@ -117,8 +109,7 @@ class AlerterService:
             self.engine,
             settings=self.settings,
             serde=self.runtime.serde,
-            topic=self.topic,
-            schema_topic=self.schema_topic,
+            binding=self.settings.alerts,
             group_id=self.settings.consumer_group,
             client_id=f"{self.settings.service_name}-restore",
             lookback_s=self.settings.restore_lookback_s,
@@ -147,8 +138,11 @@ class AlerterService:
 
     # ------------------------------------------------------------------ input
 
-    def handle_records(self, records: list[Record]) -> None:
-        """Consumer-loop handler: decide in memory, hand deliveries to the dispatcher, return."""
+    def handle_records(self, records: list[Record], _outbox: Outbox) -> None:
+        """Stream-loop handler: decide in memory, hand deliveries to the dispatcher, return.
+
+        It emits nothing: people are told by the dispatcher, not through Kafka.
+        """
         for record in records:
             with bind_event(record.envelope):
                 alert = AlertEvent.from_value(record.value, timestamp_ms=record.timestamp_ms)
@@ -223,34 +217,24 @@ class AlerterService:
     # ------------------------------------------------------------------ publishing
 
     async def _publish(self, events: list[dict[str, Any]]) -> list[str | None]:
-        """Publish to the alerts topic and wait for the acknowledgements; one error (or None) per event."""
+        """Publish to the alerts topic and wait for the acknowledgements; one error (or None) per event.
+
+        The events are confirmed together, in one outbox. The platform's outbox reports
+        a failure for the whole set, not per record, so when Kafka refuses any of them
+        every event carries the error. Callers stay safe: an event that reached the topic
+        after all is recognised by its event id and is not sent twice.
+        """
         try:
-            return await run_in_threadpool(self._publish_sync, events)
-        except PlatformError as exc:  # encoding needs the registry
+            await run_in_threadpool(self._deliver, events)
+        except PlatformError as exc:  # encoding (the registry), refusal, or no acknowledgement in time
             return [str(exc)] * len(events)
+        return [None] * len(events)
 
-    def _publish_sync(self, events: list[dict[str, Any]]) -> list[str | None]:
-        producer = self.runtime.producer
-        outcomes: dict[int, str | None] = {}
-
-        def delivered(index: int) -> Any:
-            def done(err: KafkaError | None, _msg: Message) -> None:
-                outcomes[index] = None if err is None else str(err)
-
-            return done
-
-        for index, event in enumerate(events):
-            producer.produce(
-                self.topic,
-                event,
-                key=str(event["dedup_key"]),
-                on_delivery=delivered(index),
-                schema_topic=self.schema_topic,
-            )
-        deadline = time.monotonic() + self.settings.request_timeout_s * 6
-        while len(outcomes) < len(events) and time.monotonic() < deadline:
-            producer.poll(0.05)
-        return [outcomes.get(i, "no acknowledgement from Kafka in time") for i in range(len(events))]
+    def _deliver(self, events: list[dict[str, Any]]) -> None:
+        outbox = Outbox(self.runtime.producer)
+        for event in events:
+            outbox.emit(self.settings.alerts, event)  # keyed by dedup_key (the binding's key field)
+        outbox.deliver()
 
     # ------------------------------------------------------------------ health
 
