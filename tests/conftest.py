@@ -10,19 +10,24 @@ each other's data.
 
 from __future__ import annotations
 
-import time
+import contextlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer
 
 from mlops_platform.contracts import load_catalogue
 from mlops_platform.kafka import create_topic, kafka_reachable
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
+from tests.support.processes import ServiceLauncher
+from tests.support.topics import TopicTail, consume, drain
+
+# Older tests import these readers from here; they live in tests/support/topics.py.
+__all__ = ["consume", "drain"]
 
 
 @pytest.fixture(scope="session")
@@ -107,25 +112,29 @@ def consumer_factory(platform_settings: PlatformSettings, kafka: str) -> Iterato
         consumer.close()
 
 
-def consume(consumer: Consumer, count: int, timeout_s: float = 30.0) -> list[Message]:
-    """Poll until ``count`` messages arrived or the deadline passed; returns what arrived."""
-    messages: list[Message] = []
-    deadline = time.monotonic() + timeout_s
-    while len(messages) < count and time.monotonic() < deadline:
-        for msg in consumer.consume(num_messages=count - len(messages), timeout=0.5):
-            if msg.error() is None:
-                messages.append(msg)
-    return messages
+@pytest.fixture
+def topic_tail(platform_settings: PlatformSettings, serde: AvroSerde) -> Iterator[Callable[..., TopicTail]]:
+    """Readers of topics from their current end: ``topic_tail({topic: contract})``; closed after the test."""
+    with contextlib.ExitStack() as opened:
+
+        def make(
+            topics: Mapping[str, str] | Iterable[str], *, isolation: str = "read_committed"
+        ) -> TopicTail:
+            tail = TopicTail(platform_settings, serde, topics, isolation=isolation)
+            return opened.enter_context(contextlib.closing(tail))
+
+        yield make
 
 
-def drain(consumer: Consumer, quiet_s: float = 3.0, timeout_s: float = 60.0) -> list[Message]:
-    """Read until no message arrived for ``quiet_s`` seconds (to prove nothing *else* came)."""
-    messages: list[Message] = []
-    deadline = time.monotonic() + timeout_s
-    last = time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - last < quiet_s:
-        batch = [m for m in consumer.consume(num_messages=500, timeout=0.5) if m.error() is None]
-        if batch:
-            messages.extend(batch)
-            last = time.monotonic()
-    return messages
+@pytest.fixture
+def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceLauncher]:
+    """Starts ``python -m <service>`` processes for one test; stops them (and prints their logs) after it."""
+    with ServiceLauncher(tmp_path_factory.mktemp("services")) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def service_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceLauncher]:
+    """Starts ``python -m <service>`` processes for a module; stops them (and prints their logs) after it."""
+    with ServiceLauncher(tmp_path_factory.mktemp("services")) as started:
+        yield started

@@ -6,6 +6,8 @@ import contextlib
 import socket
 import threading
 
+from tests.support.processes import free_port
+
 
 class TcpProxy:
     """Forwards ``127.0.0.1:<port>`` to ``upstream``; :meth:`down` refuses and drops connections.
@@ -16,9 +18,7 @@ class TcpProxy:
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port: int = probe.getsockname()[1]
+        self.port = free_port()
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
