@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from mlflow import MlflowClient
 
 from fraud_model.contract import feedback_label, transaction_payload
@@ -48,8 +47,9 @@ from mlops_platform.contracts import Topic, load_catalogue, make_event
 from mlops_platform.kafka import EventProducer, ensure_topics
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
-from scripts.alert_sinks import AlertSinks
-from tests.support.processes import ServiceLauncher, ServiceProcess
+from tests.support.alert_sinks import AlertSinks
+from tests.support.processes import ServiceLauncher, ServiceProcess, connection_env
+from tests.support.topics import TopicTail
 
 pytestmark = pytest.mark.e2e
 
@@ -120,54 +120,6 @@ class Traffic:
             self.error = exc
 
 
-# --------------------------------------------------------------------------- reading the bus
-
-
-class Bus:
-    """Everything that arrives on some topics after creation, decoded (assigned at their ends)."""
-
-    def __init__(self, settings: PlatformSettings, serde: AvroSerde, topics: dict[str, str]) -> None:
-        self.serde, self.contracts = serde, topics
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": f"e2e-loop-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
-        assignment = []
-        for topic in topics:
-            for partition in self.consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-                assignment.append(TopicPartition(topic, partition, high))
-        self.consumer.assign(assignment)
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def poll(self, seconds: float = 0.5) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            for msg in self.consumer.consume(num_messages=500, timeout=0.1):
-                if msg.error() is None:
-                    topic = msg.topic() or ""
-                    self.events.append(
-                        (topic, self.serde.decode(topic, msg.value(), schema_topic=self.contracts[topic]))
-                    )
-
-    def on(
-        self, topic: str, where: Callable[[dict[str, Any]], bool] = lambda _v: True
-    ) -> list[dict[str, Any]]:
-        return [v for t, v in self.events if t == topic and where(v)]
-
-    def by_id(self, topic: str, event_id: str) -> dict[str, Any]:
-        found = self.on(topic, lambda v: v["envelope"]["event_id"] == event_id)
-        assert len(found) == 1, f"{topic}: expected one event {event_id}, found {len(found)}"
-        return found[0]
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
 # --------------------------------------------------------------------------- the constellation
 
 
@@ -196,14 +148,6 @@ def model(mlflow_uri: str) -> Iterator[tuple[str, str, str]]:
         MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri).delete_registered_model(name)
     except Exception as exc:
         print(f"cleanup of {name}: {exc}")
-
-
-def connection_env(settings: PlatformSettings) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SCHEMA_REGISTRY_URL": settings.schema_registry_url,
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-    }
 
 
 def wait(
@@ -246,7 +190,7 @@ def test_drift_to_promotion_and_degradation_to_rollback_close_without_a_human(
         "health": topic_factory("loop.health"),
     }
     registry = ModelRegistry(mlflow_uri, model_name)
-    bus = Bus(
+    bus = TopicTail(
         platform_settings,
         serde,
         {

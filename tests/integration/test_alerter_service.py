@@ -9,11 +9,7 @@ bounds that follow from the configured backoff.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,18 +18,16 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_platform.contracts import Topic, make_event
 from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
-from scripts.alert_sinks import AlertSinks, free_port
-from tests.conftest import consume
+from tests.support.alert_sinks import AlertSinks
+from tests.support.processes import ServiceLauncher, ServiceProcess
+from tests.support.topics import consume
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
 
 ROUTES = """
 defaults: {cooldown: 10m}
@@ -53,45 +47,29 @@ escalations:
 
 @dataclass
 class Alerter:
-    """A running ``python -m alerter`` process."""
+    """The alerter's API, over a ``python -m alerter`` process started by the launcher."""
 
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
+    service: ServiceProcess
+
+    @property
+    def log_path(self) -> Path:
+        return self.service.log_path
 
     def get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(f"{self.url}{path}", params=params, timeout=10)
-        response.raise_for_status()
-        return response.json()
+        return self.service.json(path, **params)
 
     def post(self, path: str, json: Any = None) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", json=json, timeout=30)
+        return self.service.post(path, json=json, timeout=30)
 
     def alert(self, alert_id: str) -> dict[str, Any] | None:
-        response = httpx.get(f"{self.url}/alerts/{alert_id}", timeout=10)
+        response = self.service.get(f"/alerts/{alert_id}")
         return response.json() if response.status_code == 200 else None
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        total = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    total += sample.value
-        return total
+        return self.service.metric_sum(name, **labels)
 
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self, timeout_s: float = 60) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+    def stop(self) -> int:
+        return self.service.stop()
 
 
 @pytest.fixture
@@ -107,19 +85,15 @@ def alerts_topic(topic_factory: Callable[..., str], serde: AvroSerde) -> str:
 
 @pytest.fixture
 def start_alerter(
-    tmp_path: Path, sinks: AlertSinks, alerts_topic: str, serde: AvroSerde
-) -> Iterator[Callable[..., Alerter]]:
-    started: list[Alerter] = []
+    tmp_path: Path, sinks: AlertSinks, alerts_topic: str, serde: AvroSerde, launcher: ServiceLauncher
+) -> Callable[..., Alerter]:
+    # The launcher is set up after the sinks, so it stops the alerters before the sinks go.
     group = f"test-alerter-{uuid.uuid4().hex[:10]}"
 
     def start(routes: str = ROUTES, channels: dict[str, str] | None = None, **env: str) -> Alerter:
         routes_file = tmp_path / "routes.yaml"
         routes_file.write_text(routes)
-        port = free_port()
-        log_path = tmp_path / f"alerter-{len(started)}.log"
         full_env = {
-            **os.environ,
-            "ALERTER_HTTP_PORT": str(port),
             "ALERTER_ALERTS_TOPIC": alerts_topic,
             "ALERTER_GROUP_ID": group,
             "ALERTER_ROUTES_FILE": str(routes_file),
@@ -128,34 +102,14 @@ def start_alerter(
             "ALERTER_DELIVERY_BACKOFF_JITTER": "0",
             "ALERTER_DELIVERY_MAX_ATTEMPTS": "3",
             "ALERTER_INSTANCE_ID": f"test-{uuid.uuid4().hex[:6]}",
+            # JSON lines: the restart test looks for the "alerter_stopped" event in the log.
+            "LOG_FORMAT": "json",
             **(sinks.alerter_env() if channels is None else channels),
             **env,
         }
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "alerter"],
-                env=full_env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        alerter = Alerter(process, f"http://127.0.0.1:{port}", log_path)
-        started.append(alerter)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"alerter exited with {process.returncode}:\n{alerter.log_tail()}")
-            try:
-                if httpx.get(f"{alerter.url}/ready", timeout=5).status_code == 200:
-                    return alerter
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"alerter not ready in time:\n{alerter.log_tail()}")
+        return Alerter(launcher.start("alerter", "ALERTER_", full_env, timeout_s=90, stop_timeout_s=60))
 
-    yield start
-    for alerter in started:
-        alerter.stop()
+    return start
 
 
 @pytest.fixture
@@ -208,12 +162,7 @@ def slack_texts(sinks: AlertSinks) -> list[str]:
 
 
 def wait(predicate: Callable[[], Any], what: str, alerter: Alerter, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}\n--- alerter log ---\n{alerter.log_tail()}")
+    alerter.service.wait(what, predicate, timeout_s, interval_s=0.1)
 
 
 # --------------------------------------------------------------------------- tests

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Local alert sinks: a webhook receiver and an SMTP server that record what the alerter sends.
 
-    python scripts/alert_sinks.py [--host 127.0.0.1] [--http-port 9901] [--smtp-port 2525]
+    python -m tests.support.alert_sinks [--host 127.0.0.1] [--http-port 9901] [--smtp-port 2525]
 
 Every ``POST http://HOST:HTTP_PORT/<path>`` is recorded (``/webhook`` and ``/slack`` by
 convention) and every e-mail the SMTP server accepts; each arrival is printed as one JSON
@@ -13,8 +12,9 @@ alerter at them with::
     ALERTER_SMTP_HOST=127.0.0.1 ALERTER_SMTP_PORT=2525
     ALERTER_SMTP_FROM=alerter@localhost ALERTER_SMTP_TO=oncall@localhost
 
-The integration tests use :class:`AlertSinks` in-process, including :meth:`AlertSinks.fail`
-to make a path answer HTTP 500 and exercise the alerter's retries.
+``make run`` starts it that way; the alerter's integration tests and the closed-loop test
+use :class:`AlertSinks` in-process, including :meth:`AlertSinks.fail` to make a path answer
+HTTP 500 and exercise the alerter's retries.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import email
 import email.policy
 import json
 import signal
-import socket
 import sys
 import threading
 import time
@@ -36,6 +35,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tests.support.processes import free_port
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,6 @@ class Mail:
     @property
     def subject(self) -> str:
         return str(self.message["Subject"] or "")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class AlertSinks:
