@@ -9,21 +9,17 @@ picks its own records by their original topic.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from mlops_platform.contracts import Topic, dlq_topic, make_event
@@ -31,82 +27,15 @@ from mlops_platform.kafka import EventProducer, create_topic
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
 from recsys_data import load_catalogue
+from tests.support.processes import ServiceLauncher, ServiceProcess
+from tests.support.topics import consume, consumer_at_end, read_to_end
 
 pytestmark = pytest.mark.integration
 
 SERVICE_START_TIMEOUT_S = 120.0
+SERVICE_STOP_TIMEOUT_S = 90.0
 EVENT_TIMEOUT_S = 60.0
 DLQ = dlq_topic("recommender")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class ServiceProcess:
-    """One ``python -m recommender`` process and how to reach it."""
-
-    env: dict[str, str]
-    log_path: Path
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = field(default=0)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.port = _free_port()
-        self.starts += 1
-        env = {**self.env, "RECOMMENDER_HTTP_PORT": str(self.port)}
-        log = self.log_path.open("ab")
-        log.write(f"\n===== start {self.starts} on port {self.port} =====\n".encode())
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "recommender"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        self.wait_ready()
-
-    def wait_ready(self) -> dict[str, Any]:
-        deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
-        last: Any = None
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                pytest.fail(f"recommender exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                response = httpx.get(f"{self.url}/ready", timeout=5)
-                last = response.json()
-                if response.status_code == 200:
-                    return dict(last)
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.5)
-        pytest.fail(f"recommender not ready in time (last answer {last}):\n{self.log_tail()}")
-
-    def stop(self) -> int:
-        """SIGTERM and wait for a graceful exit; returns the exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            pytest.fail(f"recommender did not stop on SIGTERM:\n{self.log_tail()}")
-
-    def get(self, path: str, **params: Any) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", params=params, timeout=10)
-
-    def log_tail(self, lines: int = 80) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass
@@ -132,23 +61,18 @@ class Stack:
 
 
 def _service_env(app_id: str, topics: dict[str, str], data_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "RECOMMENDER_APP_ID": app_id,
-            "RECOMMENDER_INSTANCE_ID": f"{app_id}-instance",
-            "RECOMMENDER_INTERACTION_TOPIC": topics[Topic.BUSINESS_USER_INTERACTION],
-            "RECOMMENDER_CLICK_TOPIC": topics[Topic.BUSINESS_RECOMMENDATION_CLICKED],
-            "RECOMMENDER_FEEDBACK_TOPIC": topics[Topic.BUSINESS_FEEDBACK_RECEIVED],
-            "RECOMMENDER_UPDATED_TOPIC": topics[Topic.RECOMMENDATIONS_UPDATED],
-            "RECOMMENDER_PUSH_TOPIC": topics[Topic.PUSH_RECOMMENDATIONS],
-            "RECOMMENDER_COMMIT_INTERVAL_S": "0.5",
-            "RECOMMENDER_METRICS_INTERVAL_S": "1",
-            "STACK_DIR": str(data_dir),
-            "LOG_FORMAT": "console",
-        }
-    )
-    return env
+    return {
+        "RECOMMENDER_APP_ID": app_id,
+        "RECOMMENDER_INSTANCE_ID": f"{app_id}-instance",
+        "RECOMMENDER_INTERACTION_TOPIC": topics[Topic.BUSINESS_USER_INTERACTION],
+        "RECOMMENDER_CLICK_TOPIC": topics[Topic.BUSINESS_RECOMMENDATION_CLICKED],
+        "RECOMMENDER_FEEDBACK_TOPIC": topics[Topic.BUSINESS_FEEDBACK_RECEIVED],
+        "RECOMMENDER_UPDATED_TOPIC": topics[Topic.RECOMMENDATIONS_UPDATED],
+        "RECOMMENDER_PUSH_TOPIC": topics[Topic.PUSH_RECOMMENDATIONS],
+        "RECOMMENDER_COMMIT_INTERVAL_S": "0.5",
+        "RECOMMENDER_METRICS_INTERVAL_S": "1",
+        "STACK_DIR": str(data_dir),
+    }
 
 
 def _cleanup(settings: PlatformSettings, group: str, prefixes: list[str]) -> None:
@@ -174,6 +98,7 @@ def stack(
     kafka: str,
     serde: AvroSerde,
     tmp_path_factory: pytest.TempPathFactory,
+    service_launcher: ServiceLauncher,
 ) -> Iterator[Stack]:
     run = uuid.uuid4().hex[:10]
     app_id = f"recommender-test-{run}"
@@ -190,30 +115,22 @@ def stack(
     for name in topics.values():
         create_topic(platform_settings, name, partitions=3)
     data_dir = tmp_path_factory.mktemp("recommender")
-    service = ServiceProcess(_service_env(app_id, topics, data_dir), data_dir / "service.log")
     producer = EventProducer(platform_settings, "recommender-test", serde)
+    service: ServiceProcess | None = None
     try:
-        service.start()
+        service = service_launcher.start(
+            "recommender",
+            "RECOMMENDER_",
+            _service_env(app_id, topics, data_dir),
+            timeout_s=SERVICE_START_TIMEOUT_S,
+            stop_timeout_s=SERVICE_STOP_TIMEOUT_S,
+        )
         yield Stack(app_id, topics, service, producer, serde)
     finally:
-        service.stop()
+        if service is not None:
+            service.stop(strict=True)
         producer.close()
         _cleanup(platform_settings, app_id, [app_id, *topics.values()])
-
-
-def _consume_until(
-    consumer: Consumer,
-    predicate: Callable[[Message], bool],
-    count: int = 1,
-    timeout_s: float = EVENT_TIMEOUT_S,
-) -> list[Message]:
-    found: list[Message] = []
-    deadline = time.monotonic() + timeout_s
-    while len(found) < count and time.monotonic() < deadline:
-        for msg in consumer.consume(num_messages=100, timeout=0.5):
-            if msg.error() is None and predicate(msg):
-                found.append(msg)
-    return found
 
 
 def _poll_http(
@@ -227,47 +144,12 @@ def _poll_http(
     return response
 
 
-def drain_updates(consumer: Consumer, keys: set[bytes]) -> list[Message]:
-    """Everything on the topic (from the start) for ``keys``, read up to the current end."""
-    found: list[Message] = []
-    deadline = time.monotonic() + EVENT_TIMEOUT_S
-    while time.monotonic() < deadline:
-        batch = consumer.consume(num_messages=500, timeout=0.5)
-        found.extend(m for m in batch if m.error() is None and m.key() in keys)
-        assignment = consumer.assignment()
-        if not assignment or batch:
-            continue
-        positions = consumer.position(assignment)
-        ends = [consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in assignment]
-        if all(pos.offset >= end for pos, end in zip(positions, ends, strict=True) if end > 0):
-            break
-    return found
-
-
 def _decode(stack: Stack, contract: Topic, msg: Message) -> dict[str, Any]:
     return stack.serde.decode(msg.topic() or "", msg.value(), schema_topic=contract.value)
 
 
 def _items_of_genre(genre: str, n: int) -> list[str]:
     return [item.item_id for item in load_catalogue().items if genre in item.genres][:n]
-
-
-def _dlq_consumer_at_end(platform_settings: PlatformSettings) -> Consumer:
-    """A consumer of dlq.recommender positioned at its current end (only new dead letters)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": platform_settings.kafka_bootstrap_servers,
-            "group.id": f"test-dlq-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-        }
-    )
-    metadata = consumer.list_topics(DLQ, timeout=10).topics[DLQ]
-    assignment = []
-    for partition in metadata.partitions:
-        _low, high = consumer.get_watermark_offsets(TopicPartition(DLQ, partition), timeout=10)
-        assignment.append(TopicPartition(DLQ, partition, high))
-    consumer.assign(assignment)
-    return consumer
 
 
 # --------------------------------------------------------------------------- tests
@@ -294,7 +176,7 @@ def test_interaction_changes_recommendations_and_publishes_both_events(
     stack: Stack, consumer_factory: Callable[..., Consumer]
 ) -> None:
     user = f"u-{uuid.uuid4().hex[:8]}"
-    before = stack.service.get(f"/recommendations/{user}", k=10).json()
+    before = stack.service.get(f"/recommendations/{user}", params={"k": 10}).json()
     assert before["source"] == "fallback"
 
     updated_consumer = consumer_factory(stack.topics[Topic.RECOMMENDATIONS_UPDATED])
@@ -314,8 +196,8 @@ def test_interaction_changes_recommendations_and_publishes_both_events(
     def mine(msg: Message) -> bool:
         return msg.key() == user.encode()
 
-    [updated_msg] = _consume_until(updated_consumer, mine)
-    [push_msg] = _consume_until(push_consumer, mine)
+    [updated_msg] = consume(updated_consumer, 1, EVENT_TIMEOUT_S, where=mine)
+    [push_msg] = consume(push_consumer, 1, EVENT_TIMEOUT_S, where=mine)
     updated = _decode(stack, Topic.RECOMMENDATIONS_UPDATED, updated_msg)
     push = _decode(stack, Topic.PUSH_RECOMMENDATIONS, push_msg)
 
@@ -331,7 +213,7 @@ def test_interaction_changes_recommendations_and_publishes_both_events(
     assert len(item_ids) == 20 and not {horror[0], horror[1]} & set(item_ids)
     assert push["item_ids"] == item_ids[:10]
 
-    after = stack.service.get(f"/recommendations/{user}", k=10).json()
+    after = stack.service.get(f"/recommendations/{user}", params={"k": 10}).json()
     assert after["source"] == "table"
     assert after["recommendation_id"] == updated["recommendation_id"]
     assert [item["item_id"] for item in after["items"]] == item_ids[:10]
@@ -357,7 +239,7 @@ def test_click_updates_ctr_stats_and_boosts_similar_items(
     first = _decode(
         stack,
         Topic.RECOMMENDATIONS_UPDATED,
-        _consume_until(updated_consumer, lambda m: m.key() == user.encode())[0],
+        consume(updated_consumer, 1, EVENT_TIMEOUT_S, where=lambda m: m.key() == user.encode())[0],
     )
     strategies_before = {s["strategy"]: s for s in stack.service.get("/strategies").json()["strategies"]}
     clicked = first["items"][3]["item_id"]
@@ -372,9 +254,11 @@ def test_click_updates_ctr_stats_and_boosts_similar_items(
         },
         key=user,
     )
-    [after_click] = _consume_until(
+    [after_click] = consume(
         updated_consumer,
-        lambda m: (
+        1,
+        EVENT_TIMEOUT_S,
+        where=lambda m: (
             m.key() == user.encode()
             and _decode(stack, Topic.RECOMMENDATIONS_UPDATED, m)["trigger"] == "click"
         ),
@@ -398,7 +282,7 @@ def test_click_updates_ctr_stats_and_boosts_similar_items(
     profile = stack.service.get(f"/users/{user}/profile").json()
     assert profile["boosts"], "the click boosts the clicked item's similar items"
 
-    metrics = stack.service.get("/metrics").text
+    metrics = stack.service.metrics_text()
     assert "recommender_events_processed_total" in metrics
     assert "recommender_update_latency_seconds_bucket" in metrics
     assert 'recommender_strategy_ctr{strategy="' in metrics
@@ -417,21 +301,22 @@ def test_platform_endpoints(stack: Stack) -> None:
 
 def test_unknown_user_gets_the_popular_fallback(stack: Stack) -> None:
     user = f"nobody-{uuid.uuid4().hex[:8]}"
-    body = stack.service.get(f"/recommendations/{user}", k=5).json()
+    body = stack.service.get(f"/recommendations/{user}", params={"k": 5}).json()
     assert body["source"] == "fallback"
     assert body["strategy"] == "popular" and body["trigger"] == "cold_start"
     assert len(body["items"]) == 5
-    comedy = stack.service.get(f"/recommendations/{user}", k=7, genre="comedy").json()
+    comedy = stack.service.get(f"/recommendations/{user}", params={"k": 7, "genre": "comedy"}).json()
     assert len(comedy["items"]) == 7
     assert all("comedy" in item["genres"] for item in comedy["items"])
     assert stack.service.get(f"/users/{user}/profile").status_code == 404
-    assert stack.service.get(f"/recommendations/{user}", genre="no-such-genre").status_code == 422
+    assert stack.service.get(f"/recommendations/{user}", params={"genre": "no-such-genre"}).status_code == 422
 
 
 def test_bad_events_go_to_the_dead_letter_topic_without_blocking(
     stack: Stack, platform_settings: PlatformSettings, consumer_factory: Callable[..., Consumer]
 ) -> None:
-    dlq = _dlq_consumer_at_end(platform_settings)
+    # Only new dead letters: the real dlq.recommender, read from its current end.
+    dlq = consumer_at_end(platform_settings, DLQ)
     interactions = stack.topics[Topic.BUSINESS_USER_INTERACTION]
     try:
         garbage = b"this is not avro"
@@ -454,7 +339,7 @@ def test_bad_events_go_to_the_dead_letter_topic_without_blocking(
         def from_my_topic(msg: Message) -> bool:
             return dict(msg.headers() or []).get("dlq.original.topic") == interactions.encode()
 
-        letters = _consume_until(dlq, from_my_topic, count=2)
+        letters = consume(dlq, 2, EVENT_TIMEOUT_S, where=from_my_topic)
         assert len(letters) == 2
         by_key = {msg.key(): msg for msg in letters}
 
@@ -477,7 +362,7 @@ def test_bad_events_go_to_the_dead_letter_topic_without_blocking(
         assert decoded["envelope"]["event_id"] == invalid["envelope"]["event_id"]
 
         # The records after the poison ones were processed.
-        assert _consume_until(updated_consumer, lambda m: m.key() == user.encode())
+        assert consume(updated_consumer, 1, EVENT_TIMEOUT_S, where=lambda m: m.key() == user.encode())
     finally:
         dlq.close()
 
@@ -515,15 +400,17 @@ def test_restart_rebuilds_profiles_from_the_changelog(
 
     # SIGTERM: uvicorn runs the lifespan shutdown (Faust stops, commits, flushes), then
     # exits with the signal's status as it does for every service.
-    assert stack.service.stop() in (0, -signal.SIGTERM), stack.service.log_tail()
-    log = stack.service.log_tail(200)
+    assert stack.service.stop(strict=True) in (0, -signal.SIGTERM), stack.service.log()
+    log = stack.service.log(40_000)
     assert "streams_stopped" in log and "Application shutdown complete" in log
-    stack.service.start()
+    stack.service.restart()
+    stack.service.wait_for("/ready", timeout_s=SERVICE_START_TIMEOUT_S)
 
     # Every update published before the shutdown, newest last per user.
     last_update: dict[str, str] = {}
     wanted = {user.encode() for user in users}
-    for msg in drain_updates(consumer_factory(stack.topics[Topic.RECOMMENDATIONS_UPDATED]), wanted):
+    updates = consumer_factory(stack.topics[Topic.RECOMMENDATIONS_UPDATED])
+    for msg in read_to_end(updates, lambda m: m.key() in wanted, EVENT_TIMEOUT_S):
         last_update[(msg.key() or b"").decode()] = _decode(stack, Topic.RECOMMENDATIONS_UPDATED, msg)[
             "recommendation_id"
         ]

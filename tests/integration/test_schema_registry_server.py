@@ -10,14 +10,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -28,6 +24,9 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
+
+from tests.support.processes import ServiceLauncher, ServiceProcess
+from tests.support.topics import consume
 
 pytestmark = pytest.mark.integration
 
@@ -66,85 +65,48 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
+@dataclass
 class RegistryServer:
-    """One ``python -m schema_registry_server`` process."""
+    """One ``python -m schema_registry_server`` process, started by the launcher."""
 
-    def __init__(self, topic: str, log_path: Path) -> None:
-        self.topic = topic
-        self.port = free_port()
-        self.root_url = f"http://127.0.0.1:{self.port}"
-        self.url = self.root_url + COMPAT_PATH
-        self.log_path = log_path
-        self._log_file = log_path.open("ab")
-        env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
-            "SCHEMA_REGISTRY_HOST": "127.0.0.1",
-            "SCHEMA_REGISTRY_PORT": str(self.port),
-            "SCHEMA_REGISTRY_TOPIC": topic,
-            "SCHEMA_REGISTRY_DEFAULT_COMPATIBILITY": "BACKWARD",
-            "SCHEMA_REGISTRY_LOG_LEVEL": "INFO",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "schema_registry_server"],
-            env=env,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-        )
+    process: ServiceProcess
+    topic: str
 
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+    @property
+    def root_url(self) -> str:
+        return self.process.url
 
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        last = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self._terminate()
-                pytest.fail(
-                    f"schema registry exited with code {self.process.returncode} before becoming ready:\n"
-                    f"{self.log_tail()}"
-                )
-            try:
-                response = httpx.get(self.root_url + "/ready", timeout=5)
-                if response.status_code == 200:
-                    return
-                last = f"{response.status_code} {response.text}"
-            except httpx.TransportError as exc:
-                last = repr(exc)
-            time.sleep(0.2)
-        self._terminate()
-        pytest.fail(f"schema registry not ready after {READY_TIMEOUT_S}s ({last}):\n{self.log_tail()}")
-
-    def _terminate(self) -> bool:
-        """SIGTERM and wait; kill if it does not stop. Returns whether it stopped by itself."""
-        graceful = True
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                graceful = False
-                self.process.kill()
-                self.process.wait()
-        if not self._log_file.closed:
-            self._log_file.close()
-        return graceful
+    @property
+    def url(self) -> str:
+        return self.root_url + COMPAT_PATH
 
     def stop(self) -> None:
         """SIGTERM, then check the server shut down gracefully."""
-        if not self._terminate():
-            pytest.fail(f"schema registry ignored SIGTERM:\n{self.log_tail()}")
+        code = self.process.stop(strict=True)
         # uvicorn re-raises the signal after its graceful shutdown, so "killed by SIGTERM" is the
         # normal exit status; the log shows whether the lifespan shutdown (producer flush) ran.
-        assert self.process.returncode in (0, -signal.SIGTERM), self.log_tail()
-        assert '"event": "schema_registry_stopped"' in self.log_path.read_text(), self.log_tail()
+        assert code in (0, -signal.SIGTERM), self.process.log()
+        assert '"event": "schema_registry_stopped"' in self.process.log_path.read_text(), self.process.log()
+
+
+def start_registry(launcher: ServiceLauncher, topic: str) -> RegistryServer:
+    """A registry on a free port keeping its schemas in ``topic``, once it answers ``/ready``."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
+        "SCHEMA_REGISTRY_TOPIC": topic,
+        "SCHEMA_REGISTRY_DEFAULT_COMPATIBILITY": "BACKWARD",
+        "SCHEMA_REGISTRY_LOG_LEVEL": "INFO",
+    }
+    process = launcher.start(
+        "schema_registry_server",
+        "SCHEMA_REGISTRY_",
+        env,
+        timeout_s=READY_TIMEOUT_S,
+        stop_timeout_s=STOP_TIMEOUT_S,
+        host_var="SCHEMA_REGISTRY_HOST",
+        port_var="SCHEMA_REGISTRY_PORT",
+    )
+    return RegistryServer(process, topic)
 
 
 def delete_topics(*topics: str) -> None:
@@ -170,11 +132,10 @@ def kafka() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+def server(kafka: str, service_launcher: ServiceLauncher) -> Iterator[RegistryServer]:
     topic = unique("_schemas_test")
-    instance = RegistryServer(topic, tmp_path_factory.mktemp("registry") / "server.log")
     try:
-        instance.wait_ready()
+        instance = start_registry(service_launcher, topic)
     except BaseException:
         delete_topics(topic)
         raise
@@ -311,14 +272,9 @@ def test_avro_round_trip_through_kafka(kafka: str, client: SchemaRegistryClient)
         )
         try:
             consumer.subscribe([topic])
-            deadline = time.monotonic() + 60
-            message = None
-            while message is None and time.monotonic() < deadline:
-                candidate = consumer.poll(1.0)
-                if candidate is not None and candidate.error() is None:
-                    message = candidate
-            assert message is not None, "message not consumed back from Kafka"
-            assert deserializer(message.value(), ctx) == value
+            messages = consume(consumer, 1, timeout_s=60)
+            assert messages, "message not consumed back from Kafka"
+            assert deserializer(messages[0].value(), ctx) == value
         finally:
             consumer.close()
 
@@ -484,14 +440,12 @@ def test_metrics_and_health(server: RegistryServer, client: SchemaRegistryClient
 # -- persistence -------------------------------------------------------------------------------------
 
 
-def test_state_survives_a_restart(kafka: str, tmp_path: Path) -> None:
+def test_state_survives_a_restart(kafka: str, launcher: ServiceLauncher) -> None:
     topic = unique("_schemas_restart")
-    log_path = tmp_path / "server.log"
     orders_topic = unique("orders")
     subject, other = f"{orders_topic}-value", unique("refunds") + "-value"
-    before = RegistryServer(topic, log_path)
+    before = start_registry(launcher, topic)
     try:
-        before.wait_ready()
         with SchemaRegistryClient({"url": before.url}) as sr:
             v1_id = sr.register_schema(subject, avro(PAYMENT_V1))
             v2_id = sr.register_schema(subject, avro(PAYMENT_V2_OPTIONAL))
@@ -508,9 +462,9 @@ def test_state_survives_a_restart(kafka: str, tmp_path: Path) -> None:
     finally:
         before.stop()
 
-    after = RegistryServer(topic, log_path)
+    after: RegistryServer | None = None
     try:
-        after.wait_ready()
+        after = start_registry(launcher, topic)
         with SchemaRegistryClient({"url": after.url}) as sr:
             assert sr.get_versions(subject) == [1, 2]
             assert [sr.get_version(subject, v).schema_id for v in (1, 2)] == [v1_id, v2_id]
@@ -531,6 +485,7 @@ def test_state_survives_a_restart(kafka: str, tmp_path: Path) -> None:
             )
     finally:
         try:
-            after.stop()
+            if after is not None:
+                after.stop()
         finally:
             delete_topics(topic)
