@@ -1,5 +1,5 @@
-"""The detector's domain core driven with plain records: drift events, monitor, reference switch,
-label join, degradation, A/B evaluation and idempotent retries."""
+"""The detector driven with plain records: drift events, monitor, reference switch, label join,
+degradation, A/B evaluation, and idempotent retries whose events still go out."""
 
 from __future__ import annotations
 
@@ -18,12 +18,19 @@ from drift_detector.models import Reference, VersionInfo
 from drift_detector.reports import ReportJob, ReportStore, ReportWorker
 from fraud_model.features import FEATURE_NAMES, build_features, feature_dict
 from fraud_model.generator import TransactionGenerator, affected_features
-from mlops_platform.contracts import make_event
-from mlops_platform.kafka import Record
+from mlops_platform.contracts import Topic, make_event
+from mlops_platform.errors import PublishError
+from mlops_platform.kafka import Output, Record
 
 MODEL = "unit_fraud"
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 PRED, FEEDBACK, DEPLOYED, ACTIONS = "p.completed", "p.feedback", "m.deployed", "s.actions"
+CONTRACTS = {
+    PRED: Topic.PREDICTION_COMPLETED,
+    FEEDBACK: Topic.PREDICTION_FEEDBACK,
+    DEPLOYED: Topic.MODEL_DEPLOYED,
+    ACTIONS: Topic.SYSTEM_ACTIONS,
+}
 
 
 def score(features: np.ndarray) -> np.ndarray:
@@ -89,7 +96,9 @@ class Feed:
         self.clock = at or self.clock + timedelta(milliseconds=100)
         event = make_event("unit-test", payload, event_time=self.clock)
         offset = next(self.offsets.setdefault(topic, itertools.count()))
-        return Record(topic, 0, offset, None, event, int(self.clock.timestamp() * 1000))
+        return Record(
+            topic, 0, offset, None, event, int(self.clock.timestamp() * 1000), contract=CONTRACTS[topic]
+        )
 
     def predictions(
         self,
@@ -160,21 +169,47 @@ def registry() -> FakeRegistry:
     return reg
 
 
+class FakeOutbox:
+    """The stream loop's outbox as the handler uses it; ``failures`` deliveries are refused."""
+
+    def __init__(self, published: list[tuple[str, dict[str, Any]]]) -> None:
+        self.published = published
+        self.kept: list[Output] = []
+        self.keys: list[str | bytes | None] = []
+        self.failures = 0
+
+    def emit_all(self, outputs: list[Output]) -> None:
+        self.kept.extend(outputs)
+
+    def deliver(self, timeout_s: float | None = None) -> None:
+        kept, self.kept = self.kept, []
+        if self.failures:
+            self.failures -= 1
+            raise PublishError("broker refused")  # the loop drops the outbox and rewinds the batch
+        for output in kept:
+            assert not isinstance(output.target, str)
+            self.published.append((output.target.topic, dict(output.value)))
+            self.keys.append(output.key or output.target.key_of(output.value))
+
+
 class Harness:
     def __init__(self, settings: Settings, registry: FakeRegistry) -> None:
         self.published: list[tuple[str, dict[str, Any]]] = []
+        self.outbox = FakeOutbox(self.published)
         self.worker = CapturingWorker(ReportStore(settings.reports_dir, settings.reports_keep))
         self.detector = DriftDetector(
             settings,
             registry=registry,  # type: ignore[arg-type]
-            publish=lambda topic, event, key: self.published.append((topic, event)),
             reports=self.worker,
         )
         self.feed = Feed()
 
+    def handle(self, records: list[Record]) -> None:
+        self.detector.handle(records, self.outbox)  # type: ignore[arg-type]
+
     def run(self, records: list[Record], batch: int = 300) -> None:
         for i in range(0, len(records), batch):
-            self.detector.handle(records[i : i + batch])
+            self.handle(records[i : i + batch])
 
     def events(self, topic: str) -> list[dict[str, Any]]:
         return [e for t, e in self.published if t == topic]
@@ -238,15 +273,82 @@ def test_shift_publishes_a_bounded_number_of_events_naming_the_features(harness:
 
 def test_retried_batch_is_not_counted_twice(harness: Harness) -> None:
     records = harness.feed.predictions(TransactionGenerator(seed=2).generate(1000))
-    harness.detector.handle(records)
-    harness.detector.handle(records)  # the loop rewinds and retries after a failed flush
-    assert harness.detector.tracks["data"].window.total == 1000
-    assert harness.detector.joiner.stats.predictions == 1000
+    harness.handle(records)
+    harness.handle(records)  # the loop rewinds and retries after a failed flush
+    assert harness.detector.drift.tracks["data"].window.total == 1000
+    assert harness.detector.quality.joiner.stats.predictions == 1000
+
+
+def drift_outcomes(h: Harness) -> list[tuple[Any, ...]]:
+    return [
+        (e["drift_type"], e["state"], e["severity"], e["window_end"])
+        for e in h.events(Settings().drift_topic)
+    ]
+
+
+def shifting_stream(h: Harness) -> tuple[list[Record], list[Record]]:
+    gen = TransactionGenerator(seed=2)
+    baseline = h.feed.predictions(gen.generate(3000))
+    gen.scenario = "night_shift"
+    return baseline, h.feed.predictions(gen.generate(6000))
+
+
+def test_events_of_a_batch_whose_delivery_failed_go_out_with_the_replay(
+    harness: Harness, settings: Settings, registry: FakeRegistry
+) -> None:
+    baseline, shifted = shifting_stream(harness)
+    clean = Harness(settings, registry)
+    clean.run(baseline, batch=len(baseline))
+    clean.run(shifted, batch=len(shifted))
+    assert drift_outcomes(clean), "no drift event"
+
+    harness.run(baseline, batch=len(baseline))
+    harness.outbox.failures = 1
+    with pytest.raises(PublishError):
+        harness.handle(shifted)
+    assert harness.published == []
+    harness.handle(shifted)  # the loop rewinds and replays the batch: its records are skipped ...
+    assert harness.detector.drift.tracks["data"].window.total == 9000
+    assert drift_outcomes(harness) == drift_outcomes(clean)  # ... but their events go out
+    assert set(harness.outbox.keys) == {MODEL}
+    harness.handle(shifted)  # replayed once more (a failed commit): nothing new
+    assert drift_outcomes(harness) == drift_outcomes(clean)
+
+
+def test_a_failing_record_does_not_lose_the_events_of_the_records_before_it(
+    harness: Harness, settings: Settings, registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    baseline, shifted = shifting_stream(harness)
+    clean = Harness(settings, registry)
+    clean.run(baseline + shifted)
+
+    def broken(record: Record) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(harness.detector.drift, "on_action", broken)
+    harness.run(baseline)
+    bad = monitor_action(harness.feed)
+    batch = [*shifted[:4000], bad, *shifted[4000:]]
+    # What the stream loop does: the batch fails, its outbox is rolled back, then it is
+    # handled record by record and the record that fails again is dead-lettered.
+    with pytest.raises(RuntimeError):
+        harness.handle(batch)
+    harness.outbox.kept.clear()
+    dead = []
+    for record in batch:
+        try:
+            harness.handle([record])
+        except RuntimeError:
+            harness.outbox.kept.clear()
+            dead.append(record)
+    assert dead == [bad]
+    assert harness.detector.drift.tracks["data"].window.total == 9000
+    assert drift_outcomes(harness) == drift_outcomes(clean)
 
 
 def test_other_models_are_ignored(harness: Harness) -> None:
     harness.run(harness.feed.predictions(TransactionGenerator(seed=2).generate(500), model="someone_else"))
-    assert harness.detector.tracks["data"].window.total == 0
+    assert harness.detector.drift.tracks["data"].window.total == 0
     assert harness.detector.ignored_predictions == 500
 
 
@@ -272,13 +374,13 @@ def monitor_action(feed: Feed, window: str = "600", duration: str = "60", **extr
 def test_monitor_action_shrinks_the_window_until_it_expires(harness: Harness) -> None:
     gen = TransactionGenerator(seed=2)
     harness.run(harness.feed.predictions(gen.generate(2500)))
-    harness.detector.handle([monitor_action(harness.feed, window="100", duration="60")])
+    harness.handle([monitor_action(harness.feed, window="100", duration="60")])
     view = harness.detector.drift_view()["window"]
     assert view["size"] == 500 and view["step"] == 125  # floored at min_window_size, step in proportion
     assert view["monitor"]["action_id"] == "a1"
     # 500 predictions at 100 ms = 50 s: still monitoring, windows of 500 every 125.
     harness.run(harness.feed.predictions(gen.generate(500)))
-    assert harness.detector.tracks["data"].latest.size == 500
+    assert harness.detector.drift.tracks["data"].latest.size == 500
     # 20 s later the action expired.
     harness.run(harness.feed.predictions(gen.generate(200)))
     view = harness.detector.drift_view()["window"]
@@ -299,16 +401,16 @@ def test_only_succeeded_monitor_actions_apply(
     harness: Harness, change: dict[str, Any], applied: bool
 ) -> None:
     harness.run(harness.feed.predictions(TransactionGenerator(seed=2).generate(10)))
-    harness.detector.handle([monitor_action(harness.feed, **change)])
-    assert (harness.detector.monitor is not None) is applied
+    harness.handle([monitor_action(harness.feed, **change)])
+    assert (harness.detector.drift.monitor is not None) is applied
 
 
 def test_replayed_monitor_action_that_already_ended_is_ignored(harness: Harness) -> None:
     old = monitor_action(harness.feed, duration="60")  # at T0
     harness.feed.clock += timedelta(minutes=5)
     harness.run(harness.feed.predictions(TransactionGenerator(seed=2).generate(10)))
-    harness.detector.handle([old])
-    assert harness.detector.monitor is None
+    harness.handle([old])
+    assert harness.detector.drift.monitor is None
 
 
 def test_deployment_switches_the_reference(harness: Harness, registry: FakeRegistry) -> None:
@@ -325,7 +427,7 @@ def test_deployment_switches_the_reference(harness: Harness, registry: FakeRegis
             "reason": "test",
         },
     )
-    harness.detector.handle([deployed])
+    harness.handle([deployed])
     assert ("champion", "") in registry.asked  # the registry, not the event, says what serves now
     # The new champion was trained on amount-inflated data: its reference differs.
     inflated = pd.DataFrame(

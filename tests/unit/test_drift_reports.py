@@ -167,7 +167,9 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         s.consumer_group == "drift-detector"
         and s.reports_dir == tmp_path / "reports" / "drift-detector-reports"
     )
-    assert s.schema_topics() == {"test.preds": "prediction.completed"}
+    bindings = s.bindings()
+    private = {b.topic: b.schema_topic for b in (*bindings.consumes, *bindings.produces) if b.schema_topic}
+    assert private == {"test.preds": "prediction.completed"}
     assert s.base_url == "http://127.0.0.1:8003"
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from mlops_platform.bindings import Binding, ServiceBindings
 from mlops_platform.contracts import Topic
 from mlops_platform.settings import ServiceSettings
 
@@ -35,7 +36,6 @@ class Settings(ServiceSettings):
 
     # -- what is monitored
     model_name: str = Field("fraud_detector", description="Registered model whose predictions are monitored.")
-    group_id: str | None = Field(None, description="Consumer group; defaults to the service name.")
     champion_refresh_s: float = Field(
         300.0, ge=0, description="Re-read @champion this often (0 = only on model.deployed)."
     )
@@ -150,25 +150,46 @@ class Settings(ServiceSettings):
         return self
 
     @property
-    def consumer_group(self) -> str:
-        return self.group_id or self.service_name
-
-    @property
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
         return f"http://{host}:{self.http_port}"
 
-    def schema_topics(self) -> dict[str, str]:
-        """Contract of each configured topic that is not a catalogue name."""
-        pairs = {
-            self.predictions_topic: Topic.PREDICTION_COMPLETED,
-            self.feedback_topic: Topic.PREDICTION_FEEDBACK,
-            self.deployments_topic: Topic.MODEL_DEPLOYED,
-            self.actions_topic: Topic.SYSTEM_ACTIONS,
-            self.drift_topic: Topic.DATA_DRIFT_DETECTED,
-            self.degraded_topic: Topic.MODEL_PERFORMANCE_DEGRADED,
-            self.evaluation_topic: Topic.MODEL_EVALUATION_COMPLETED,
-        }
-        return {topic: contract.value for topic, contract in pairs.items() if topic != contract.value}
+    # -- bindings: each configured topic tied to its catalogue contract (and the key of what is produced)
+
+    @property
+    def predictions(self) -> Binding:
+        return Binding.to(Topic.PREDICTION_COMPLETED, self.predictions_topic)
+
+    @property
+    def feedback(self) -> Binding:
+        return Binding.to(Topic.PREDICTION_FEEDBACK, self.feedback_topic)
+
+    @property
+    def deployments(self) -> Binding:
+        return Binding.to(Topic.MODEL_DEPLOYED, self.deployments_topic)
+
+    @property
+    def actions(self) -> Binding:
+        return Binding.to(Topic.SYSTEM_ACTIONS, self.actions_topic)
+
+    # Every output event is about the monitored model, and keyed by its name.
+    @property
+    def drift(self) -> Binding:
+        return Binding.to(Topic.DATA_DRIFT_DETECTED, self.drift_topic, key="model_name")
+
+    @property
+    def degraded(self) -> Binding:
+        return Binding.to(Topic.MODEL_PERFORMANCE_DEGRADED, self.degraded_topic, key="model_name")
+
+    @property
+    def evaluation(self) -> Binding:
+        return Binding.to(Topic.MODEL_EVALUATION_COMPLETED, self.evaluation_topic, key="model_name")
+
+    def bindings(self) -> ServiceBindings:
+        """Predictions, labels, deployments, actions in; drift, degradation, A/B verdicts, heartbeats out."""
+        return ServiceBindings.of(
+            consumes=[self.predictions, self.feedback, self.deployments, self.actions],
+            produces=[self.drift, self.degraded, self.evaluation, Binding.to(Topic.SYSTEM_HEALTH)],
+        )

@@ -1,0 +1,423 @@
+"""Data and prediction drift: PSI windows against the champion's reference, the event state machine, reports.
+
+* Predictions of the monitored model feed the data-drift window (feature vectors, both
+  A/B arms) and the prediction-drift window (the champion arm's fraud probability).
+  Each closed window is assessed (:func:`~drift_detector.severity.assess`); the state
+  machine (:class:`~drift_detector.state.AlertStateMachine`) decides whether it is an
+  event on ``data.drift.detected``, and an Evidently report of the window is requested.
+* The reference is the serving champion's (asked from the registry in the background;
+  a ``model.deployed`` makes it ask again); a new reference re-bins the buffered rows.
+* A succeeded ``monitor`` action shrinks the window (and the step in proportion) until it
+  expires on the stream's event-time clock.
+
+Not thread-safe on its own: the dispatcher serialises every call.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from drift_detector import metrics as m
+from drift_detector.config import Settings
+from drift_detector.events import (
+    CHAMPION_ARM,
+    PREDICTION_COLUMN,
+    Emitter,
+    as_datetime,
+    event_ms,
+    iso,
+)
+from drift_detector.models import ModelInfoCache
+from drift_detector.psi import Binning, fit_binning
+from drift_detector.reports import ReportJob, ReportMeta, ReportWorker, new_report_id
+from drift_detector.severity import DriftAssessment, DriftPolicy, Level, assess
+from drift_detector.state import AlertStateMachine
+from drift_detector.windows import WindowManager, WindowResult
+from fraud_model.features import FEATURE_NAMES
+from mlops_platform.kafka import Record
+from mlops_platform.logs import get_logger
+
+log = get_logger(__name__)
+
+_FEATURES = operator.itemgetter(*FEATURE_NAMES)
+
+
+@dataclass
+class Monitor:
+    """A temporary window override requested by the auto-responder."""
+
+    window_size: int
+    step: int
+    expires_ms: int
+    action_id: str
+
+
+@dataclass
+class DriftTrack:
+    """Windows, state machine and latest result of one drift type (data or prediction)."""
+
+    drift_type: str
+    columns: list[str]
+    window: WindowManager
+    machine: AlertStateMachine
+    latest: WindowResult | None = None
+    assessment: DriftAssessment | None = None
+    last_event: dict[str, Any] | None = None
+    windows_processed: int = 0
+
+    def __post_init__(self) -> None:
+        self.history: deque[dict[str, Any]] = deque(maxlen=50)
+
+
+class DriftEvaluator:
+    """PSI windows, drift severity and state machine, report requests and the monitor override."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: ModelInfoCache,
+        emitter: Emitter,
+        reports: ReportWorker | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.emitter = emitter
+        self.reports = reports
+        self.clock = clock
+        self.policy = DriftPolicy(
+            watch=settings.psi_watch,
+            drift=settings.psi_drift,
+            psi_scale=settings.drift_score_psi_scale,
+            critical_score=settings.severity_critical_score,
+            critical_features=settings.severity_critical_features,
+            high_score=settings.severity_high_score,
+            high_features=settings.severity_high_features,
+        )
+        repeat_ms = int(settings.repeat_interval_s * 1000)
+        self.tracks: dict[str, DriftTrack] = {}
+        kinds = [("data", list(FEATURE_NAMES))]
+        if settings.prediction_drift:
+            kinds.append(("prediction", [PREDICTION_COLUMN]))
+        for kind, columns in kinds:
+            self.tracks[kind] = DriftTrack(
+                drift_type=kind,
+                columns=columns,
+                window=WindowManager(
+                    columns, settings.window_size, settings.window_size, settings.window_step
+                ),
+                machine=AlertStateMachine(repeat_ms, settings.clear_windows, settings.publish_recovery),
+            )
+        self.reference_version: str | None = None
+        self.reference_frame: Any = None
+        self.monitor: Monitor | None = None
+        #: the stream's event-time clock (latest prediction), for the monitor's expiry
+        self.clock_ms = 0
+        self._last_report: tuple[float, str] | None = None
+        self._last_periodic = clock()
+        m.WINDOW_SIZE.set(settings.window_size)
+
+    # ------------------------------------------------------------------ reference
+
+    def sync_registry(self) -> None:
+        """Apply what the background registry lookups brought (a new champion's reference)."""
+        target = self.registry.champion
+        if target is None or target == self.reference_version:
+            return
+        reference = self.registry.references.get(target)
+        if reference is None:
+            self.registry.want_reference(target)
+            return
+        self._use_reference(target, reference.frame)
+
+    def _use_reference(self, version: str, frame: Any) -> None:
+        previous = self.reference_version
+        s = self.settings
+        for track in self.tracks.values():
+            if not set(track.columns) <= set(frame.columns):
+                log.warning("reference_lacks_columns", drift_type=track.drift_type, version=version)
+                track.window.set_binning(None)
+                continue
+            binning: Binning = fit_binning(
+                frame, track.columns, s.psi_bins, s.psi_discrete_max_values, s.psi_epsilon
+            )
+            track.window.set_binning(binning)
+            track.machine.reset()
+            track.latest, track.assessment = None, None
+        self.reference_version, self.reference_frame = version, frame
+        for other in [v for v in self.registry.references if v != version]:
+            self.registry.references.pop(other, None)  # only the serving reference is needed
+        if previous is not None:
+            m.REFERENCE.labels(previous).set(0)
+        m.REFERENCE.labels(version).set(1)
+        for track in self.tracks.values():
+            m.STATE.labels(track.drift_type).set(0)
+        log.info("reference_switched", previous=previous, version=version, rows=len(frame))
+
+    def on_deployed(self, record: Record) -> None:
+        """Any alias change of the model: ask the registry what serves now."""
+        version = str(record.value.get("version", ""))
+        # The registry says what @champion is *now*: a replayed old deployment cannot move us back.
+        self.registry.want_champion()
+        if version:
+            self.registry.want_info(version)
+
+    # ------------------------------------------------------------------ predictions
+
+    def take_predictions(self, records: Sequence[Record], times: np.ndarray) -> None:
+        """Feed the monitored model's predictions (event times in ``times``) into the windows."""
+        self.clock_ms = max(self.clock_ms, int(times.max()))
+        self._expire_monitor()
+        nan = math.nan
+        rows = [r.value.get("features") or {} for r in records]
+        try:
+            matrix = np.array([_FEATURES(row) for row in rows], dtype=np.float32)  # every feature present
+        except KeyError:
+            matrix = np.array(
+                [[row.get(name, nan) for name in FEATURE_NAMES] for row in rows], dtype=np.float32
+            )
+        m.PREDICTIONS.inc(len(records))
+        self._feed("data", matrix, times, records)
+
+        champion_rows = [
+            i for i, r in enumerate(records) if r.value.get("ab_arm", CHAMPION_ARM) == CHAMPION_ARM
+        ]
+        if "prediction" in self.tracks and champion_rows:
+            probs = np.array([[float(records[i].value.get(PREDICTION_COLUMN, nan))] for i in champion_rows])
+            self._feed("prediction", probs, times[champion_rows], [records[i] for i in champion_rows])
+
+    def _feed(self, kind: str, matrix: np.ndarray, times: np.ndarray, records: Sequence[Record]) -> None:
+        track = self.tracks[kind]
+        before = track.window.total
+        for result in track.window.feed(matrix, times):
+            closing = records[min(result.rows_seen - before - 1, len(records) - 1)]
+            self._on_window(track, result, closing.envelope)
+
+    def _on_window(self, track: DriftTrack, result: WindowResult, cause: Mapping[str, Any]) -> None:
+        a = assess(result.feature_psi, self.policy)
+        track.latest, track.assessment = result, a
+        track.windows_processed += 1
+        kind = track.drift_type
+        m.WINDOWS.labels(kind).inc()
+        m.STATE.labels(kind).set(int(track.machine.level))
+        m.SCORE.labels(kind).set(a.drift_score)
+        for name, value in result.feature_psi.items():
+            m.FEATURE_PSI.labels(kind, name).set(value)
+            if kind == "data":
+                m.FEATURE_STATE.labels(name).set(int(self.policy.feature_level(value)))
+        decision = track.machine.observe(a.level, a.severity, result.end_ms)
+        m.STATE.labels(kind).set(int(track.machine.level))
+        track.history.append(
+            {
+                "window_end": iso(result.end_ms),
+                "size": result.size,
+                "level": a.level.label,
+                "max_psi": round(a.max_psi, 5),
+                "drift_score": round(a.drift_score, 5),
+                "event": decision.reason if decision else None,
+            }
+        )
+        report_url: str | None = None
+        if kind == "data":
+            periodic = self.settings.report_periodic_s
+            if decision is not None:
+                report_url = self._request_report(track, result, a, decision.level, "event")
+            elif periodic > 0 and self.clock() - self._last_periodic >= periodic:
+                self._last_periodic = self.clock()
+                self._request_report(track, result, a, a.level, "periodic")
+        if decision is None:
+            return
+        severity = decision.severity or "LOW"
+        payload = {
+            "severity": severity,
+            "drift_type": kind,
+            "state": decision.level.label,
+            "drift_score": float(a.drift_score),
+            "affected_features": list(a.affected_features),
+            "feature_psi": {k: float(v) for k, v in result.feature_psi.items()},
+            "window_start": as_datetime(result.start_ms),
+            "window_end": as_datetime(result.end_ms),
+            "window_size": int(result.size),
+            "model_name": self.settings.model_name,
+            "model_version": self.reference_version or "",
+            "report_url": report_url,
+        }
+        event = self.emitter.emit(
+            self.settings.drift, payload, cause, severity=severity, reason=decision.reason
+        )
+        track.last_event = {
+            "event_id": event["envelope"]["event_id"],
+            "reason": decision.reason,
+            "state": payload["state"],
+            "severity": payload["severity"],
+            "drift_score": payload["drift_score"],
+            "affected_features": payload["affected_features"],
+            "window_end": iso(result.end_ms),
+            "report_url": report_url,
+        }
+        log.info(
+            "drift_event",
+            drift_type=kind,
+            reason=decision.reason,
+            state=payload["state"],
+            severity=payload["severity"],
+            affected=payload["affected_features"],
+            report_url=report_url,
+        )
+
+    def _request_report(
+        self, track: DriftTrack, result: WindowResult, a: DriftAssessment, level: Level, reason: str
+    ) -> str | None:
+        if self.reports is None or self.reference_frame is None:
+            return None
+        if not set(track.columns) <= set(self.reference_frame.columns):
+            return None
+        now = self.clock()
+        if reason == "event" and self._last_report is not None:
+            at, url = self._last_report
+            if now - at < self.settings.report_min_interval_s:
+                return url
+        report_id = new_report_id()
+        url = f"{self.settings.base_url}/reports/{report_id}"
+        meta = ReportMeta(
+            id=report_id,
+            url=url,
+            created_at=datetime.now(UTC).isoformat(),
+            status="pending",
+            reason=reason,
+            model_name=self.settings.model_name,
+            model_version=self.reference_version or "",
+            drift_type=track.drift_type,
+            state=level.label,
+            severity=a.severity,
+            drift_score=float(a.drift_score),
+            window_start_ms=result.start_ms,
+            window_end_ms=result.end_ms,
+            window_size=result.size,
+            affected_features=list(a.affected_features),
+            feature_psi=dict(result.feature_psi),
+            psi_threshold=self.settings.psi_drift,
+        )
+        job = ReportJob(
+            meta=meta,
+            columns=track.columns,
+            current=track.window.window_values(),
+            reference=self.reference_frame[track.columns].to_numpy(dtype=np.float32),
+            path=self.reports.store.html_path(report_id),
+        )
+        if not self.reports.submit(job):
+            log.warning("report_dropped", report=report_id)
+        self._last_report = (now, url)
+        return url
+
+    # ------------------------------------------------------------------ monitor actions
+
+    def on_action(self, record: Record) -> None:
+        """A succeeded ``monitor`` action with a window size and a duration: tighter window for a while."""
+        value = record.value
+        if value.get("action") != "monitor" or value.get("status") != "succeeded":
+            return
+        details = value.get("details") or {}
+        if details.get("model_name") not in (None, "", self.settings.model_name):
+            return
+        try:
+            size = int(float(details["window_size"]))
+            duration_s = float(details["duration_s"])
+        except (KeyError, TypeError, ValueError):
+            log.info("monitor_action_without_window", action_id=value.get("action_id"))
+            return
+        s = self.settings
+        size = max(s.min_window_size, min(size, s.window_size))
+        step = max(1, min(size, round(size * s.window_step / s.window_size)))
+        start = event_ms(record.envelope, record.timestamp_ms)
+        expires = start + int(duration_s * 1000)
+        # system.actions is kept forever: a fresh consumer group replays old actions. One that
+        # already ended (on the stream's clock, or the wall clock before any traffic) is history.
+        now = self.clock_ms or int(time.time() * 1000)
+        if expires <= now:
+            log.info("monitor_action_expired", action_id=value.get("action_id"))
+            return
+        self.monitor = Monitor(size, step, expires, str(value.get("action_id", "")))
+        for track in self.tracks.values():
+            track.window.resize(size, step)
+        m.WINDOW_SIZE.set(size)
+        log.info("monitor_window", window_size=size, step=step, until=iso(self.monitor.expires_ms))
+
+    def _expire_monitor(self) -> None:
+        if self.monitor is not None and self.clock_ms >= self.monitor.expires_ms:
+            log.info("monitor_window_expired", action_id=self.monitor.action_id)
+            self.monitor = None
+            for track in self.tracks.values():
+                track.window.resize(self.settings.window_size, self.settings.window_step)
+            m.WINDOW_SIZE.set(self.settings.window_size)
+
+    # ------------------------------------------------------------------ view
+
+    def view(self) -> dict[str, Any]:
+        """Reference, thresholds, window in force and every track's state (``GET /drift``)."""
+        s = self.settings
+        window = self.tracks["data"].window
+        return {
+            "model_name": s.model_name,
+            "reference_version": self.reference_version,
+            "reference_rows": None if self.reference_frame is None else len(self.reference_frame),
+            "thresholds": {"watch": s.psi_watch, "drift": s.psi_drift},
+            "window": {
+                "size": window.size,
+                "step": window.step,
+                "default_size": s.window_size,
+                "default_step": s.window_step,
+                "rows_seen": window.total,
+                "monitor": None
+                if self.monitor is None
+                else {
+                    "window_size": self.monitor.window_size,
+                    "step": self.monitor.step,
+                    "expires_at": iso(self.monitor.expires_ms),
+                    "action_id": self.monitor.action_id,
+                },
+            },
+            "tracks": {kind: self._track_view(track) for kind, track in self.tracks.items()},
+        }
+
+    def _track_view(self, track: DriftTrack) -> dict[str, Any]:
+        latest, a = track.latest, track.assessment
+        features = None
+        if latest is not None:
+            features = {
+                name: {"psi": round(value, 6), "level": self.policy.feature_level(value).label}
+                for name, value in sorted(latest.feature_psi.items(), key=lambda kv: -kv[1])
+            }
+        return {
+            "state": track.machine.level.label,
+            "severity": track.machine.severity,
+            "windows_processed": track.windows_processed,
+            "latest_window": None
+            if latest is None or a is None
+            else {
+                "start": iso(latest.start_ms),
+                "end": iso(latest.end_ms),
+                "size": latest.size,
+                "level": a.level.label,
+                "severity": a.severity,
+                "drift_score": round(a.drift_score, 6),
+                "affected_features": a.affected_features,
+                "watch_features": a.watch_features,
+            },
+            "features": features,
+            "last_event": track.last_event,
+            "transitions": [
+                {"at": iso(at), "from": old, "to": new} for at, old, new in track.machine.transitions[-10:]
+            ],
+            "history": list(track.history)[-20:],
+        }
