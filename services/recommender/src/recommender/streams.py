@@ -30,7 +30,7 @@ from confluent_kafka import Message
 from mlops_platform.bindings import Binding
 from mlops_platform.contracts import make_event
 from mlops_platform.errors import SchemaRegistryUnavailable, SerializationError
-from mlops_platform.kafka import dead_letter_headers
+from mlops_platform.kafka import DeadLetters
 from mlops_platform.logs import bind_event, get_logger
 from mlops_platform.metrics import platform_metrics
 from mlops_platform.serde import AvroSerde
@@ -84,7 +84,7 @@ class StreamTopics:
 
 @dataclass
 class RecordView:
-    """The parts of a Kafka record ``dead_letter_headers`` reads, in confluent-kafka's shape."""
+    """The parts of a Kafka record a dead letter is built from, in confluent-kafka's shape."""
 
     topic_name: str
     partition_no: int
@@ -171,6 +171,7 @@ class RecommenderStreams:
         self.bindings = settings.bindings()
         self.metrics = recommender_metrics()
         self.platform = platform_metrics()
+        self.dead_letters = DeadLetters(self.service, settings.dead_letter_topic)
         # Set when the service stops: serde retries give up, so the agents finish their
         # event and Faust can commit.
         self.stopping = asyncio.Event()
@@ -354,24 +355,14 @@ class RecommenderStreams:
     async def _dead_letter(self, view: RecordView, error: BaseException, stage: str, kind: str) -> None:
         """Send the record, bytes untouched, to the dead-letter topic through Faust's producer.
 
-        The headers are the platform's (:func:`mlops_platform.kafka.dead_letter_headers`);
+        The letter, its headers, log line and counters are the platform's (:class:`DeadLetters`);
         the record goes through Faust so that its offset is committed only once the dead
         letter is flushed, like every other output of the agents.
         """
-        log.warning(
-            "dead_letter",
-            topic=view.topic_name,
-            partition=view.partition_no,
-            offset=view.offset_no,
-            stage=stage,
-            error=f"{type(error).__name__}: {error}",
-        )
-        headers = dead_letter_headers(cast(Message, view), error, stage=stage, service=self.service)
+        letter = self.dead_letters.letter(cast(Message, view), error, stage=stage)
         await self.topics.dead_letters.send(
-            key=view.key_bytes,
-            value=view.value_bytes,
-            headers=[(name, _header_bytes(value)) for name, value in headers],
+            key=letter.key,
+            value=letter.value,
+            headers=[(name, _header_bytes(value)) for name, value in letter.headers or []],
         )
-        self.platform.dead_letters.labels(self.service, view.topic_name, stage).inc()
-        self.platform.events_failed.labels(self.service, view.topic_name, stage).inc()
         self.metrics.events_processed.labels(kind, "dead_letter").inc()

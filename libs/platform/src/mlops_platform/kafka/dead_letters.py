@@ -57,7 +57,11 @@ class DeadLetters:
         self.topic = topic or dlq_topic(service)
         self._metrics = platform_metrics()
 
-    def route(self, outbox: Outbox, msg: Message, error: BaseException, *, stage: str) -> None:
+    def letter(self, msg: Message, error: BaseException, *, stage: str) -> Encoded:
+        """The dead letter of ``msg`` (logged and counted), for the caller to produce.
+
+        Services whose outputs go through another producer (Faust's) send it themselves.
+        """
         log.warning(
             "dead_letter",
             topic=msg.topic(),
@@ -68,11 +72,13 @@ class DeadLetters:
         )
         self._metrics.dead_letters.labels(self.service, msg.topic() or "", stage).inc()
         self._metrics.events_failed.labels(self.service, msg.topic() or "", stage).inc()
-        outbox.emit_encoded(
-            Encoded(
-                self.topic,
-                msg.value(),
-                msg.key(),
-                dead_letter_headers(msg, error, stage=stage, service=self.service),
-            )
+        return Encoded(
+            self.topic,
+            msg.value(),
+            msg.key(),
+            dead_letter_headers(msg, error, stage=stage, service=self.service),
         )
+
+    def route(self, outbox: Outbox, msg: Message, error: BaseException, *, stage: str) -> None:
+        """Put the dead letter of ``msg`` into ``outbox``, confirmed with the batch's other outputs."""
+        outbox.emit_encoded(self.letter(msg, error, stage=stage))
