@@ -18,6 +18,7 @@ from mlops_platform.bindings import Binding
 from mlops_platform.contracts import Topic, new_envelope
 from mlops_platform.kafka import Encoded, Outbox, Record
 from mlops_platform.kafka.producer import DeliveryCallback
+from tests.unit.test_platform_outbox import FakeMessage
 
 MODEL = "fraud_unit"
 
@@ -28,20 +29,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-class FakeMessage:
-    def __init__(self, topic: str, offset: int) -> None:
-        self._topic, self._offset = topic, offset
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
 
 
 class FakeProducer:
@@ -64,7 +51,7 @@ class FakeProducer:
             self.events.append((record.topic, record.value, record.key))  # type: ignore[arg-type]
             offset = len(self.events)
         if on_delivery is not None:
-            on_delivery(None, FakeMessage(record.topic, offset))  # type: ignore[arg-type]
+            on_delivery(None, FakeMessage(record, offset))  # type: ignore[arg-type]
 
     def poll(self, _timeout_s: float = 0.0) -> int:
         return 0
