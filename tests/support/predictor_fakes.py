@@ -1,13 +1,18 @@
-"""In-memory stand-ins for the model registry, for the predictor's unit tests."""
+"""Stand-ins for the predictor's unit tests: model registry, runtime, and an outbox without Kafka."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
+from mlops_platform.bindings import Binding
+from mlops_platform.kafka import EventProducer, Guarantee, Handler, Outbox
+from mlops_platform.settings import ServiceSettings
 from predictor.holder import LoadedVersion
 
 
@@ -65,17 +70,29 @@ class FakeSource:
 
 @dataclass
 class FakeLoop:
+    """A declared stream loop: its group, inputs, handler, guarantee and the other options."""
+
     group_id: str
-    topics: list[str]
+    inputs: list[Binding]
+    handler: Handler
+    guarantee: Guarantee
     options: dict[str, object]
     alive: bool = False
+
+    @property
+    def topics(self) -> list[str]:
+        return [binding.topic for binding in self.inputs]
 
 
 @dataclass
 class FakeRuntime:
-    """Records what the predictor declares on its runtime; starts nothing (no Kafka clients)."""
+    """Records what the predictor declares on its runtime; starts nothing (no Kafka clients).
 
-    settings: object
+    ``stream`` applies the runtime's defaults (group: the service's consumer group;
+    exactly-once transactional id: ``<service>-<instance>``) so tests see what would run.
+    """
+
+    settings: ServiceSettings
     loops: list[FakeLoop] = field(default_factory=list)
     checks: dict[str, object] = field(default_factory=dict)
     heartbeat_details: object = None
@@ -83,13 +100,23 @@ class FakeRuntime:
     stopped: list[object] = field(default_factory=list)
     lifespan: object = None
 
-    def transactional_loop(self, *, topics: list[str], group_id: str, **options: object) -> FakeLoop:
-        loop = FakeLoop(group_id, list(topics), options)
+    def stream(
+        self,
+        *,
+        inputs: Sequence[Binding],
+        handler: Handler,
+        guarantee: Guarantee = Guarantee.AT_LEAST_ONCE,
+        group_id: str | None = None,
+        transactional_id: str | None = None,
+        **options: object,
+    ) -> FakeLoop:
+        if guarantee is Guarantee.EXACTLY_ONCE:
+            options["transactional_id"] = (
+                transactional_id or f"{self.settings.service_name}-{self.settings.instance_id}"
+            )
+        loop = FakeLoop(group_id or self.settings.consumer_group, list(inputs), handler, guarantee, options)
         self.loops.append(loop)
         return loop
-
-    def consumer_loop(self, *, topics: list[str], group_id: str, **options: object) -> FakeLoop:
-        return self.transactional_loop(topics=topics, group_id=group_id, **options)
 
     def on_start(self, hook: object) -> None:
         self.started.append(hook)
@@ -99,3 +126,41 @@ class FakeRuntime:
 
     def lag(self) -> int:
         return 0
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """An event a handler emitted, with the topic and key the producer resolved."""
+
+    topic: str
+    value: Mapping[str, Any]
+    key: str | None
+
+
+class _KeepValues:
+    """A serde that keeps values as they are, so tests read what a handler emitted."""
+
+    def encode(self, _topic: str, value: Mapping[str, Any], *, schema_topic: str | None = None) -> Any:
+        return value
+
+
+class _EncodingOnly:
+    """The platform producer's encoding (binding -> topic and key) without a Kafka client."""
+
+    encode = EventProducer.encode
+
+    def __init__(self) -> None:
+        self.serde = _KeepValues()
+
+
+def fake_outbox() -> Outbox:
+    """A real :class:`Outbox` whose producer only encodes (nothing reaches Kafka)."""
+    return Outbox(_EncodingOnly())  # type: ignore[arg-type]
+
+
+def emitted(outbox: Outbox) -> list[Emitted]:
+    """Take what was emitted into ``outbox``, in order."""
+    return [
+        Emitted(record.topic, record.value, record.key.decode() if record.key else None)  # type: ignore[arg-type]
+        for record in outbox.take()
+    ]

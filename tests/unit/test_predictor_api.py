@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from mlops_platform.kafka import Guarantee
 from predictor.app import build_app
 from predictor.config import Settings
 from predictor.service import PredictorService
@@ -99,10 +100,12 @@ def test_each_process_listens_to_deployments_in_its_own_group(source: FakeSource
     assert first.events_group_id != second.events_group_id
     scoring, events = first.runtime.loops  # type: ignore[attr-defined]
     assert (scoring.group_id, scoring.topics) == ("predictor", ["prediction.request"])
+    assert scoring.guarantee is Guarantee.EXACTLY_ONCE
     assert scoring.options["transactional_id"] == "predictor-same", "stable per instance"
     assert scoring.options["dead_letter_topic"] == "dlq.predictor"
-    assert scoring.options["schema_topics"] is None, "catalogue topics need no contract mapping"
+    assert [b.schema_topic for b in scoring.inputs] == [None], "catalogue topics need no contract mapping"
     assert (events.group_id, events.topics) == (first.events_group_id, ["model.deployed"])
+    assert events.guarantee is Guarantee.AT_LEAST_ONCE
     assert events.options["consumer_overrides"]["auto.offset.reset"] == "latest"
 
 
@@ -111,8 +114,9 @@ def test_private_topics_carry_the_catalogue_contracts(source: FakeSource) -> Non
     service = PredictorService(settings, source=source, runtime=FakeRuntime(settings))  # type: ignore[arg-type]
     scoring = service.runtime.loops[0]  # type: ignore[attr-defined]
     assert scoring.group_id == "g"
-    assert scoring.options["schema_topics"] == {"test.req": "prediction.request"}
-    assert scoring.options["output_schema_topics"] == {"test.out": "prediction.completed"}
+    assert {b.topic: b.schema_topic for b in scoring.inputs} == {"test.req": "prediction.request"}
+    completed = scoring.handler.completed
+    assert {completed.topic: completed.schema_topic} == {"test.out": "prediction.completed"}
 
 
 def test_the_refresher_retries_at_the_short_interval_once_stale(source: FakeSource) -> None:

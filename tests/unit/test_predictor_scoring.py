@@ -1,4 +1,4 @@
-"""Micro-batch scoring and the exactly-once transform, with in-memory models."""
+"""Micro-batch scoring and the exactly-once stream handler, with in-memory models."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from fraud_model.features import FEATURE_NAMES, build_features
 from mlops_platform.contracts import make_event
 from mlops_platform.kafka import Record, RetryableError
 from predictor.ab import ABRouter
+from predictor.config import Settings
 from predictor.holder import ModelHolder
 from predictor.risk import RiskThresholds
-from predictor.scoring import InvalidRequest, NoModelLoaded, PredictionTransform, ScoringEngine, event_time_ms
-from tests.support.predictor_fakes import FakeSource
+from predictor.scoring import InvalidRequest, NoModelLoaded, PredictionHandler, ScoringEngine, event_time_ms
+from tests.support.predictor_fakes import Emitted, FakeSource, emitted, fake_outbox
 from tests.support.scoring import transactions
 
 
@@ -24,6 +25,17 @@ def engine_with(aliases: dict[str, str], share: float = 0.1) -> tuple[ScoringEng
     holder = ModelHolder(source)
     holder.refresh()
     return ScoringEngine(holder, ABRouter(share), RiskThresholds()), source
+
+
+def handler_to(engine: ScoringEngine, completed_topic: str) -> PredictionHandler:
+    """The handler as the service wires it: emitting with the predictor's ``completed`` binding."""
+    return PredictionHandler(engine, Settings(completed_topic=completed_topic).completed)
+
+
+def handle(handler: PredictionHandler, records: list[Record]) -> list[Emitted]:
+    outbox = fake_outbox()
+    handler(records, outbox)
+    return emitted(outbox)
 
 
 def record(txn: dict[str, Any], offset: int = 0, event_time: datetime | None = None) -> Record:
@@ -67,13 +79,13 @@ def test_no_model_is_a_retryable_failure() -> None:
     assert isinstance(caught.value, RetryableError)
 
 
-def test_transform_builds_complete_prediction_events() -> None:
+def test_handler_emits_complete_prediction_events() -> None:
     engine, _ = engine_with({"champion": "1", "challenger": "2"})
-    transform = PredictionTransform(engine, "prediction.completed")
+    handler = handler_to(engine, "prediction.completed")
     txns = transactions(50)
     sent = datetime.now(UTC) - timedelta(seconds=2)
     records = [record(t, i, event_time=sent) for i, t in enumerate(txns)]
-    outputs = transform(records)
+    outputs = handle(handler, records)
     assert len(outputs) == len(records)
     for output, rec, txn in zip(outputs, records, txns, strict=True):
         value = output.value
@@ -91,21 +103,21 @@ def test_transform_builds_complete_prediction_events() -> None:
         assert set(value["features"]) == set(FEATURE_NAMES)
 
 
-def test_transform_rejects_a_request_without_transaction_id() -> None:
+def test_handler_rejects_a_request_without_transaction_id() -> None:
     engine, source = engine_with({"champion": "1"})
     bad = {**transactions(1)[0], "transaction_id": " "}
     with pytest.raises(InvalidRequest):
-        PredictionTransform(engine, "out")([record(transactions(1)[0]), record(bad, 1)])
+        handle(handler_to(engine, "out"), [record(transactions(1)[0]), record(bad, 1)])
     assert source.scorers["1"].calls == [], "nothing scored before the batch was validated"
 
 
 def test_a_swap_between_batches_never_splits_a_batch() -> None:
     engine, source = engine_with({"champion": "1"})
-    transform = PredictionTransform(engine, "out")
-    first = transform([record(t) for t in transactions(10)])
+    handler = handler_to(engine, "out")
+    first = handle(handler, [record(t) for t in transactions(10)])
     source.aliases_ = {"champion": "3"}
     engine.holder.refresh()
-    second = transform([record(t) for t in transactions(10)])
+    second = handle(handler, [record(t) for t in transactions(10)])
     assert {o.value["model_version"] for o in first} == {"1"}
     assert {o.value["model_version"] for o in second} == {"3"}
 

@@ -12,6 +12,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from mlops_platform.bindings import Binding, ServiceBindings
 from mlops_platform.contracts import Topic, dlq_topic
 from mlops_platform.settings import ServiceSettings
 
@@ -64,9 +65,6 @@ class Settings(ServiceSettings):
     completed_topic: str = Field(Topic.PREDICTION_COMPLETED.value, description="Where scores go.")
     model_events_topic: str = Field(Topic.MODEL_DEPLOYED.value, description="Alias moves to follow.")
     dead_letter_topic: str = Field(dlq_topic("predictor"), description="Requests that cannot be scored.")
-    group_id: str | None = Field(
-        None, description="Consumer group of the scoring loop (shared by all instances); default: predictor."
-    )
     model_events_group_id: str | None = Field(
         None,
         description=(
@@ -113,18 +111,28 @@ class Settings(ServiceSettings):
         return self
 
     @property
-    def scoring_group_id(self) -> str:
-        return self.group_id or self.service_name
-
-    @property
     def events_group_id(self) -> str:
         return self.model_events_group_id or f"{self.service_name}-model-events-{self.instance_id}"
 
-    @property
-    def transactional_id(self) -> str:
-        """Stable per instance: a restarted instance fences its predecessor's open transaction."""
-        return f"{self.service_name}-{self.instance_id}"
+    # -- bindings: a private topic (tests, benchmarks) carries the catalogue contract
 
-    def schema_topic(self, topic: str, contract: Topic) -> str | None:
-        """The catalogue contract of a (possibly private) topic, or None for the catalogue topic itself."""
-        return None if topic == contract.value else contract.value
+    @property
+    def requests(self) -> Binding:
+        """Transactions to score (input of the scoring loop)."""
+        return Binding.to(Topic.PREDICTION_REQUEST, self.request_topic, key="transaction_id")
+
+    @property
+    def completed(self) -> Binding:
+        """Scores, keyed by transaction id like the requests they answer."""
+        return Binding.to(Topic.PREDICTION_COMPLETED, self.completed_topic, key="transaction_id")
+
+    @property
+    def model_events(self) -> Binding:
+        """Alias moves to follow (input of the deployment listener)."""
+        return Binding.to(Topic.MODEL_DEPLOYED, self.model_events_topic)
+
+    def bindings(self) -> ServiceBindings:
+        return ServiceBindings.of(
+            consumes=[self.requests, self.model_events],
+            produces=[self.completed, Binding.to(Topic.SYSTEM_HEALTH)],
+        )

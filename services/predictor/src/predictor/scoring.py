@@ -1,6 +1,6 @@
 """Micro-batch scoring: features once per batch, one predict call per A/B arm.
 
-:class:`ScoringEngine` is shared by the Kafka transform (:class:`PredictionTransform`)
+:class:`ScoringEngine` is shared by the stream handler (:class:`PredictionHandler`)
 and ``POST /score``, so both score exactly the same way.
 """
 
@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from fraud_model.features import FEATURE_NAMES, build_features
+from mlops_platform.bindings import Binding
 from mlops_platform.contracts import make_event
-from mlops_platform.kafka import Output, Record, RetryableError
+from mlops_platform.kafka import Outbox, Record, RetryableError
 from predictor import metrics
 from predictor.ab import ABRouter
 from predictor.holder import ModelHolder, ServingModel, ServingSet
@@ -147,14 +148,18 @@ def event_time_ms(envelope: Mapping[str, Any]) -> float | None:
     return None
 
 
-class PredictionTransform:
-    """The exactly-once transform: ``prediction.request`` records -> ``prediction.completed`` outputs."""
+class PredictionHandler:
+    """The exactly-once stream handler: ``prediction.request`` records -> ``prediction.completed`` events.
 
-    def __init__(self, engine: ScoringEngine, completed_topic: str) -> None:
+    Emits one event per request into the loop's outbox; the loop commits them in the
+    transaction that also commits the consumed offsets.
+    """
+
+    def __init__(self, engine: ScoringEngine, completed: Binding) -> None:
         self.engine = engine
-        self.completed_topic = completed_topic
+        self.completed = completed
 
-    def __call__(self, records: list[Record]) -> list[Output]:
+    def __call__(self, records: list[Record], outbox: Outbox) -> None:
         try:
             for record in records:
                 validate(record.value)
@@ -165,8 +170,8 @@ class PredictionTransform:
             raise
         predictions = self.engine.score([r.value for r in records], metrics.STREAM_ENDPOINT)
         model_name = self.engine.holder.model_name
+        completed = self.completed
         now_ms = time.time() * 1000.0
-        outputs: list[Output] = []
         for record, prediction in zip(records, predictions, strict=True):
             envelope = record.envelope
             sent_ms = event_time_ms(envelope)
@@ -175,11 +180,5 @@ class PredictionTransform:
             payload = prediction.payload(model_name)
             payload["request_event_id"] = str(envelope.get("event_id") or "")
             payload["latency_ms"] = latency_ms
-            outputs.append(
-                Output(
-                    self.completed_topic,
-                    make_event(SOURCE, payload, cause=envelope or None),
-                    key=prediction.transaction_id,
-                )
-            )
-        return outputs
+            # Keyed by the binding's key field (transaction_id), like the request.
+            outbox.emit(completed, make_event(SOURCE, payload, cause=envelope or None))

@@ -2,12 +2,12 @@
 
 Threads:
 
-* **scoring loop** — :class:`~mlops_platform.kafka.TransactionalLoop` on ``prediction.request``;
-  each poll is one Kafka transaction holding the ``prediction.completed`` outputs, dead
-  letters and the consumed offsets (exactly-once);
-* **deployment listener** — :class:`~mlops_platform.kafka.ConsumerLoop` on ``model.deployed``
-  in a consumer group of its own (per process), so every instance sees every deployment;
-  it triggers an alias check;
+* **scoring loop** — an exactly-once :class:`~mlops_platform.kafka.StreamLoop` on
+  ``prediction.request``; each poll is one Kafka transaction holding the
+  ``prediction.completed`` outputs, dead letters and the consumed offsets;
+* **deployment listener** — an at-least-once :class:`~mlops_platform.kafka.StreamLoop` on
+  ``model.deployed`` in a consumer group of its own (per process), so every instance sees
+  every deployment; it triggers an alias check;
 * **refresher** — the periodic alias check backing up the listener (missed events, a
   registry that was down); it checks more often while the last check failed.
 
@@ -26,16 +26,15 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from mlops_platform.contracts import Topic
 from mlops_platform.health import CheckResult
-from mlops_platform.kafka import Record
+from mlops_platform.kafka import Guarantee, Outbox, Record
 from mlops_platform.logs import bind_event, get_logger
 from mlops_platform.service import ServiceRuntime
 from predictor.ab import ABRouter
 from predictor.config import Settings
 from predictor.holder import MlflowModelSource, ModelHolder, ModelSource
 from predictor.risk import RiskThresholds
-from predictor.scoring import PredictionTransform, ScoringEngine
+from predictor.scoring import PredictionHandler, ScoringEngine
 
 log = get_logger(__name__)
 
@@ -90,34 +89,28 @@ class PredictorService:
 
     def _wire(self) -> None:
         settings, runtime = self.settings, self.runtime
-        request_contract = settings.schema_topic(settings.request_topic, Topic.PREDICTION_REQUEST)
-        completed_contract = settings.schema_topic(settings.completed_topic, Topic.PREDICTION_COMPLETED)
-        events_contract = settings.schema_topic(settings.model_events_topic, Topic.MODEL_DEPLOYED)
         group_overrides = {"session.timeout.ms": settings.session_timeout_ms}
-        self.scoring_loop = runtime.transactional_loop(
-            topics=[settings.request_topic],
-            transform=PredictionTransform(self.engine, settings.completed_topic),
-            group_id=settings.scoring_group_id,
-            transactional_id=settings.transactional_id,
+        # Group settings.consumer_group; transactional.id <service>-<instance>, stable per
+        # instance so a restarted instance fences its predecessor's open transaction.
+        self.scoring_loop = runtime.stream(
+            inputs=[settings.requests],
+            handler=PredictionHandler(self.engine, settings.completed),
+            guarantee=Guarantee.EXACTLY_ONCE,
             batch_size=settings.batch_size,
             poll_timeout_s=settings.poll_timeout_s,
             retry_backoff_s=settings.retry_backoff_s,
-            schema_topics={settings.request_topic: request_contract} if request_contract else None,
-            output_schema_topics=(
-                {settings.completed_topic: completed_contract} if completed_contract else None
-            ),
             dead_letter_topic=settings.dead_letter_topic,
             consumer_overrides=group_overrides,
             # The whole batch is produced before the commit flushes it: lingering only delays it.
             producer_overrides={"retry.backoff.ms": settings.producer_retry_backoff_ms, "linger.ms": 0},
         )
-        self.events_loop = runtime.consumer_loop(
-            topics=[settings.model_events_topic],
+        self.events_loop = runtime.stream(
+            inputs=[settings.model_events],
             handler=self.on_model_events,
+            guarantee=Guarantee.AT_LEAST_ONCE,
             group_id=self.events_group_id,
             batch_size=50,
             retry_backoff_s=settings.retry_backoff_s,
-            schema_topics={settings.model_events_topic: events_contract} if events_contract else None,
             dead_letter_topic=settings.dead_letter_topic,
             consumer_overrides={**group_overrides, "auto.offset.reset": "latest"},
         )
@@ -130,8 +123,8 @@ class PredictorService:
 
     # ---------------------------------------------------------------- handlers
 
-    def on_model_events(self, records: list[Record]) -> None:
-        """``model.deployed`` for our model: check the aliases now.
+    def on_model_events(self, records: list[Record], _outbox: Outbox) -> None:
+        """``model.deployed`` for our model: check the aliases now (nothing is produced).
 
         Never raises: if the registry is down the holder turns stale and the refresher
         retries at the short interval until the check succeeds.
@@ -183,7 +176,7 @@ class PredictorService:
 
     def _pin_events_start(self) -> None:
         """Commit the current end of ``model.deployed`` as the listener group's start."""
-        topic = self.settings.model_events_topic
+        topic = self.settings.model_events.topic
         consumer = Consumer(
             self.settings.consumer_config(self.events_group_id, client_id=f"{self.settings.service_name}-pin")
         )
@@ -206,7 +199,7 @@ class PredictorService:
 
     def model_events_listener(self) -> dict[str, Any]:
         return {
-            "topic": self.settings.model_events_topic,
+            "topic": self.settings.model_events.topic,
             "group_id": self.events_group_id,
             "running": self.events_loop.alive,
         }
