@@ -4,7 +4,8 @@ SHELL := /bin/bash
 PYTHON_VERSION ?= 3.11
 UV := python3 -m uv
 PY := .venv/bin/python
-STACK := $(PY) scripts/stack.py
+OPS := $(PY) -m constellation
+STACK := $(OPS) stack
 
 # Ports of the local stack; clients get matching connection settings unless set explicitly.
 export KAFKA_PORT ?= 9092
@@ -15,7 +16,7 @@ export SCHEMA_REGISTRY_URL ?= http://127.0.0.1:$(SCHEMA_REGISTRY_PORT)/apis/ccom
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
 
 .PHONY: help bootstrap stack-up stack-down stack-status up down status run test lint typecheck \
-        test-unit test-integration provision check-schemas bench demo
+        test-unit test-integration provision check-schemas bench catalogue
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -43,7 +44,7 @@ status: bootstrap ## readiness of every service with its dependencies
 	@$(STACK) status
 
 run: bootstrap ## the product: start the constellation and run the live demo scenario (Ctrl+C stops everything)
-	@$(PY) scripts/run.py
+	@$(OPS) run
 
 provision: bootstrap ## create missing topics and register schemas (idempotent)
 	@$(PY) -m mlops_platform.provision apply
@@ -55,8 +56,8 @@ lint: bootstrap ## ruff lint and format check
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
 
-typecheck: bootstrap ## mypy over libs, services and scripts
-	@$(UV) run --frozen mypy libs/*/src services/*/src deploy/schema-registry/src scripts
+typecheck: bootstrap ## mypy over libs, services and the operator package
+	@$(UV) run --frozen mypy libs/*/src services/*/src deploy/schema-registry/src scripts/src
 
 test-unit: bootstrap ## unit tests only (no stack needed)
 	@$(UV) run --frozen pytest tests/unit
@@ -68,4 +69,7 @@ test: lint typecheck stack-up ## everything CI runs: lint, type-check, start the
 	@$(UV) run --frozen pytest tests
 
 bench: up ## scoring benchmark: pipeline vs naive per-event vs raw Kafka pipe
-	@$(PY) scripts/bench.py
+	@$(OPS) bench
+
+catalogue: bootstrap ## rewrite the files generated from schemas/services.yaml (scrape configs, README table)
+	@$(OPS) catalogue write

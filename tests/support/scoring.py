@@ -1,4 +1,8 @@
-"""Transactions, requests and Kafka helpers for the fraud scoring tests."""
+"""Transactions, requests and Kafka helpers for the fraud scoring tests.
+
+Transactions and request events come from the one traffic driver (``constellation.traffic``),
+so the tests send what the demo and the benchmark send.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from fraud_model.contract import transaction_payload
-from fraud_model.generator import TransactionGenerator
+from constellation import traffic
+from constellation.traffic import transactions as transactions  # re-exported for the tests
 from mlops_platform.contracts import Topic, make_event
 from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
@@ -18,30 +22,19 @@ from mlops_platform.settings import PlatformSettings
 REQUEST = Topic.PREDICTION_REQUEST.value
 COMPLETED = Topic.PREDICTION_COMPLETED.value
 DEPLOYED = Topic.MODEL_DEPLOYED.value
-
-
-def transactions(count: int, seed: int = 7, prefix: str | None = None) -> list[dict[str, Any]]:
-    """Generator transactions (contract fields only) with fresh, unique transaction ids."""
-    tag = prefix or f"t-{uuid.uuid4().hex[:8]}"
-    rows = TransactionGenerator(seed=seed).generate(count)
-    return [{**transaction_payload(row), "transaction_id": f"{tag}-{i}"} for i, row in enumerate(rows)]
+SOURCE = "test"
 
 
 def request_event(transaction: dict[str, Any]) -> dict[str, Any]:
-    return make_event("test", transaction)
+    """A ``prediction.request`` event for ``transaction``, sent by the tests."""
+    return traffic.request_event(transaction, source=SOURCE)
 
 
 def send_requests(
     producer: EventProducer, topic: str, txns: Iterable[dict[str, Any]], *, flush: bool = True
 ) -> list[dict[str, Any]]:
     """Publish one ``prediction.request`` per transaction (keyed by id); returns the events sent."""
-    schema_topic = None if topic == REQUEST else REQUEST
-    events = []
-    for txn in txns:
-        event = request_event(txn)
-        producer.produce(topic, event, key=txn["transaction_id"], schema_topic=schema_topic)
-        events.append(event)
-        producer.poll(0)
+    events = traffic.send_requests(producer, topic, txns, source=SOURCE)
     if flush:
         assert producer.flush(30) == 0, "requests not acknowledged"
     return events

@@ -2,7 +2,7 @@
 
 docker-compose.yml, the Dockerfile, Prometheus (configs, alert and recording rules),
 Alertmanager and Grafana (provisioning, dashboards): parsed, cross-checked against the
-services' ports and env prefixes (scripts/stack.py), and every metric name they query
+services' ports and env prefixes (constellation.stack), and every metric name they query
 must be one the services define. With promtool / amtool installed (the local stack
 installs them) the configs and rules also go through Prometheus' own checks; without,
 the structural checks here still run.
@@ -31,10 +31,10 @@ PROMETHEUS = DEPLOY / "prometheus"
 ALERTMANAGER = DEPLOY / "alertmanager"
 GRAFANA = DEPLOY / "grafana"
 
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(GRAFANA))
 import generate_dashboards  # noqa: E402
-import stack  # noqa: E402
+
+from constellation import stack  # noqa: E402
 
 # The documented port table (README, MISSION "Local defaults").
 SERVICE_PORTS = {
@@ -139,7 +139,7 @@ def test_services_start_after_provisioning_and_their_dependencies(compose: dict[
         assert provision["depends_on"][dependency]["condition"] == "service_healthy"
     command = " ".join(provision["command"])
     assert "python -m mlops_platform.provision apply" in command
-    assert "scripts/bootstrap_model.py" in command
+    assert "python -m constellation bootstrap-model" in command
 
 
 @pytest.mark.parametrize("name", list(SERVICE_PORTS))
@@ -212,7 +212,7 @@ def test_dockerfile_pattern() -> None:
     healthcheck = re.search(r"^HEALTHCHECK .*(?:\n\s+.*)*", text, re.M)
     assert healthcheck and "/health" in healthcheck.group(0)
     ignore = (DEPLOY / "docker" / "Dockerfile.dockerignore").read_text()
-    for needed in ("!uv.lock", "!libs/**", "!services/**", "!schemas/**", "!scripts/bootstrap_model.py"):
+    for needed in ("!uv.lock", "!libs/**", "!services/**", "!schemas/**", "!scripts/src/**"):
         assert needed in ignore
 
 

@@ -1,14 +1,14 @@
-#!/usr/bin/env python3
 """The product's main command: the whole constellation and the demo scenario, in the foreground.
 
-    python scripts/run.py [demo options, see scripts/demo.py --help]
+    python -m constellation run [demo options, see python -m constellation demo --help]
 
 1. starts the infrastructure (Kafka, schema registry, MLflow, Prometheus, Alertmanager) and
-   local alert sinks (a webhook receiver and an SMTP server standing in for Slack/e-mail);
+   local alert sinks (``tests.support.alert_sinks``: a webhook receiver and an SMTP server
+   standing in for Slack/e-mail);
 2. trains a fresh baseline champion for this run, so every demo starts from the same place;
 3. (re)starts the six services with demo tuning (smaller windows and sample minimums, a
    larger challenger share) so the loop closes in minutes instead of hours;
-4. runs the demo (scripts/demo.py): traffic, drift injection, the live event timeline;
+4. runs the demo (``constellation.demo``): traffic, drift injection, the live event timeline;
 5. on Ctrl+C (or when the demo ends with --exit-after-loop) stops everything it started.
 
 Settings already present in the environment win over the demo tuning.
@@ -18,18 +18,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from constellation import demo, stack
 
-import demo  # noqa: E402
-import stack  # noqa: E402
-
-SINKS_HTTP_PORT = int(os.environ.get("DEMO_SINKS_HTTP_PORT", "9901"))
-SINKS_SMTP_PORT = int(os.environ.get("DEMO_SINKS_SMTP_PORT", "2525"))
+SINKS_HTTP_PORT, SINKS_SMTP_PORT = demo.SINKS_HTTP_PORT, demo.SINKS_SMTP_PORT
 
 # Production defaults want thousands of labelled samples per arm and hour-long cooldowns;
 # the demo shrinks them so the loop visibly closes within a few minutes.
@@ -66,7 +60,9 @@ def start_sinks() -> None:
         name,
         [
             stack.PYTHON,
-            str(stack.ROOT / "scripts" / "alert_sinks.py"),
+            # A module of the repository's test support, so it runs from the checkout's root.
+            "-m",
+            "tests.support.alert_sinks",
             "--host",
             stack.HOST,
             "--http-port",
@@ -75,6 +71,7 @@ def start_sinks() -> None:
             str(SINKS_SMTP_PORT),
         ],
         stack.platform_env(),
+        cwd=stack.ROOT,
     )
     stack.wait_for(name, lambda: stack.http_ok(f"http://{stack.HOST}:{SINKS_HTTP_PORT}/"), 30)
     print(
@@ -84,16 +81,8 @@ def start_sinks() -> None:
 
 def fresh_champion() -> None:
     """A baseline champion trained for this run (the previous run may have promoted another)."""
-    result = subprocess.run(  # noqa: S603
-        [stack.PYTHON, str(stack.ROOT / "scripts" / "bootstrap_model.py"), "--force", "--clear-challenger"],
-        env=stack.platform_env(),
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise stack.StackError(f"training the demo's champion failed:\n{result.stdout}{result.stderr}")
-    print(f"  model: fraud_detector@champion is version {result.stdout.strip().splitlines()[-1]}")
+    version = stack.bootstrap_model("--force", "--clear-challenger")
+    print(f"  model: fraud_detector@champion is version {version}")
 
 
 def print_urls() -> None:
@@ -110,7 +99,7 @@ def print_urls() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = demo.parser().parse_args(argv)
+    args = demo.parser(prog="python -m constellation run", description=__doc__).parse_args(argv)
     for key, value in DEMO_ENV.items():
         os.environ.setdefault(key, value)
     stop = threading.Event()

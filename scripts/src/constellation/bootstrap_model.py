@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 """Train and register the first fraud model and make it ``@champion``.
 
 Idempotent: if the registered model already has a ``@champion``, nothing is trained
 and that version is printed. ``--force`` trains a new version anyway and promotes it
 (the old champion becomes ``@previous_champion``).
 
-Stdout carries only the champion version (for ``VERSION=$(... bootstrap_model.py)``);
+Stdout carries only the champion version (``VERSION=$(python -m constellation bootstrap-model)``);
 progress goes to stderr. Exit code 1 if MLflow is unreachable or the new model fails
 validation.
 """
@@ -30,7 +29,9 @@ log = logging.getLogger("bootstrap_model")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m constellation bootstrap-model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--tracking-uri",

@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """The demo scenario: live traffic, an injected drift, and the loop closing by itself.
 
-    python scripts/demo.py [--rate 150] [--baseline-s 60] [--scenario fraud_wave] [--exit-after-loop]
+    python -m constellation demo [--rate 150] [--baseline-s 60] [--scenario fraud_wave] [--exit-after-loop]
 
-Expects the constellation to run (``scripts/run.py`` starts it first). It then
+Expects the constellation to run (``python -m constellation run`` starts it first). It then
 
 1. streams generated card transactions through ingest (HTTP), their fraud labels a few
    seconds later straight onto ``prediction.feedback`` (as a chargeback system would), and
@@ -19,26 +18,25 @@ Expects the constellation to run (``scripts/run.py`` starts it first). It then
 from __future__ import annotations
 
 import argparse
-import random
+import os
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
 from confluent_kafka import Consumer
 
-from fraud_model.contract import TRANSACTION_FIELDS
-from fraud_model.generator import DelayedLabels, TransactionGenerator
-from mlops_platform.contracts import Topic, make_event
+from constellation import stack
+from constellation.processes import http_json
+from constellation.traffic import DelayedLabelSender, LiveTraffic
+from mlops_platform.contracts import Topic
 from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
-from recsys_data.generator import InteractionGenerator
 
 CONTROL_TOPICS = [
     Topic.DATA_DRIFT_DETECTED,
@@ -53,30 +51,27 @@ CONTROL_TOPICS = [
 ]
 
 
+# The local alert sinks (``tests.support.alert_sinks``) that ``run`` starts for the alerter.
+SINKS_HTTP_PORT = int(os.environ.get("DEMO_SINKS_HTTP_PORT", "9901"))
+SINKS_SMTP_PORT = int(os.environ.get("DEMO_SINKS_SMTP_PORT", "2525"))
+
+
 @dataclass
 class Urls:
-    ingest: str = "http://127.0.0.1:8001"
-    predictor: str = "http://127.0.0.1:8002"
-    drift: str = "http://127.0.0.1:8003"
-    responder: str = "http://127.0.0.1:8004"
-    recommender: str = "http://127.0.0.1:8005"
-    alerter: str = "http://127.0.0.1:8006"
-    sinks: str | None = "http://127.0.0.1:9901"
+    """Where the demo sends traffic and reads status from."""
 
+    ingest: str
+    predictor: str
+    sinks: str | None
 
-@dataclass
-class Counters:
-    transactions: int = 0
-    labels: int = 0
-    interactions: int = 0
-    rejected: int = 0
-    errors: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    @classmethod
+    def local(cls) -> Urls:
+        """The local stack's services (on their catalogue ports) and the local alert sinks."""
 
-    def add(self, **amounts: int) -> None:
-        with self.lock:
-            for name, amount in amounts.items():
-                setattr(self, name, getattr(self, name) + amount)
+        def url(service: str) -> str:
+            return f"http://{stack.HOST}:{stack.SERVICE_BY_NAME[service].port}"
+
+        return cls(url("ingest"), url("predictor"), f"http://{stack.HOST}:{SINKS_HTTP_PORT}")
 
 
 def short(value: object) -> str:
@@ -85,83 +80,6 @@ def short(value: object) -> str:
 
 def log(message: str) -> None:
     print(f"{datetime.now().strftime('%H:%M:%S')}  {message}", flush=True)
-
-
-class Traffic(threading.Thread):
-    """Transactions, delayed labels and user interactions, through ingest's HTTP API."""
-
-    def __init__(
-        self,
-        urls: Urls,
-        rate: float,
-        label_delay: tuple[float, float],
-        labels_producer: EventProducer,
-        seed: int = 2026,
-    ) -> None:
-        super().__init__(name="traffic", daemon=True)
-        self.urls = urls
-        # Labels come from a back-office system (chargebacks), straight onto the bus.
-        self.labels_producer = labels_producer
-        self.rate = rate
-        self.label_delay = label_delay
-        self.generator = TransactionGenerator(seed=seed)
-        self.labels = DelayedLabels(seed=seed)
-        self.interactions = InteractionGenerator(n_users=300, seed=seed, user_prefix="demo-user")
-        self.sessions = iter(self.interactions.generate(1_000_000))
-        self.counters = Counters()
-        self.stop_event = threading.Event()
-        self.random = random.Random(seed)  # noqa: S311 - simulation only
-
-    def switch(self, scenario: str) -> None:
-        self.generator.scenario = scenario
-
-    def run(self) -> None:
-        batch = max(1, int(self.rate / 4))  # four batches a second
-        interval = batch / self.rate
-        with httpx.Client(base_url=self.urls.ingest, timeout=30) as client:
-            next_at = time.monotonic()
-            while not self.stop_event.is_set():
-                self._send_transactions(client, batch)
-                self._send_due_labels()
-                self._send_interactions(client, 2)
-                next_at += interval
-                self.stop_event.wait(max(0.0, next_at - time.monotonic()))
-
-    def _send_transactions(self, client: httpx.Client, count: int) -> None:
-        rows = self.generator.generate(count)
-        body = {"transactions": [{name: row[name] for name in TRANSACTION_FIELDS} for row in rows]}
-        try:
-            response = client.post("/transactions/batch", json=body)
-        except httpx.HTTPError:
-            self.counters.add(errors=1)
-            return
-        if response.status_code != 202:
-            self.counters.add(rejected=count)
-            return
-        self.counters.add(transactions=count)
-        now = time.monotonic()
-        for row in rows:
-            self.labels.add(row, now, self.label_delay, drop_rate=0.02)
-
-    def _send_due_labels(self) -> None:
-        due = self.labels.due(time.monotonic())
-        for label in due:
-            event = make_event("chargeback-simulator", label)
-            self.labels_producer.produce(Topic.PREDICTION_FEEDBACK, event, key=label["transaction_id"])
-        self.labels_producer.poll(0)
-        self.counters.add(labels=len(due))
-
-    def _send_interactions(self, client: httpx.Client, count: int) -> None:
-        for _ in range(count):
-            event = next(self.sessions)
-            path = "/clicks" if event.kind == "click" else "/interactions"
-            payload = {k: v for k, v in event.payload().items() if v is not None}
-            try:
-                response = client.post(path, json=payload)
-            except httpx.HTTPError:
-                self.counters.add(errors=1)
-                continue
-            self.counters.add(interactions=1 if response.status_code == 202 else 0)
 
 
 class Timeline(threading.Thread):
@@ -265,23 +183,14 @@ def describe(topic: str, value: dict[str, Any]) -> str:
     return topic
 
 
-def get_json(url: str) -> Any:
-    try:
-        response = httpx.get(url, timeout=3)
-        response.raise_for_status()
-        return response.json()
-    except (httpx.HTTPError, ValueError):
-        return None
-
-
-def status_line(urls: Urls, traffic: Traffic, phase: str) -> str:
-    model = get_json(f"{urls.predictor}/model") or {}
+def status_line(urls: Urls, traffic: LiveTraffic, phase: str) -> str:
+    model = http_json(f"{urls.predictor}/model") or {}
     serving = [
         f"{arm}=v{model[arm]['version']}"
         for arm in ("champion", "challenger")
         if isinstance(model.get(arm), dict)
     ]
-    sinks = get_json(f"{urls.sinks}/") if urls.sinks else None
+    sinks = http_json(f"{urls.sinks}/") if urls.sinks else None
     delivered = len(sinks.get("requests", [])) + len(sinks.get("mails", [])) if isinstance(sinks, dict) else 0
     c = traffic.counters
     return (
@@ -292,7 +201,7 @@ def status_line(urls: Urls, traffic: Traffic, phase: str) -> str:
 
 
 def run_demo(args: argparse.Namespace, urls: Urls | None = None, stop: threading.Event | None = None) -> int:
-    urls = urls or Urls()
+    urls = urls or Urls.local()
     stop = stop or threading.Event()
     settings = PlatformSettings()
     closed = threading.Event()
@@ -329,7 +238,8 @@ def run_demo(args: argparse.Namespace, urls: Urls | None = None, stop: threading
     timeline.start()
     timeline.assigned.wait(30)
     labels_producer = EventProducer(settings, "chargeback-simulator", timeline.serde)
-    traffic = Traffic(urls, args.rate, (args.label_delay_min, args.label_delay_max), labels_producer)
+    labels = DelayedLabelSender(labels_producer, (args.label_delay_min, args.label_delay_max), seed=2026)
+    traffic = LiveTraffic(urls.ingest, args.rate, labels)
     traffic.start()
     started = time.monotonic()
     phase = "baseline"
@@ -357,7 +267,7 @@ def run_demo(args: argparse.Namespace, urls: Urls | None = None, stop: threading
                 return 0 if closed.is_set() or not args.exit_after_loop else 1
             stop.wait(0.5)
     finally:
-        traffic.stop_event.set()
+        traffic.stop()
         timeline.stop_event.set()
         traffic.join(10)
         timeline.join(10)
@@ -365,8 +275,13 @@ def run_demo(args: argparse.Namespace, urls: Urls | None = None, stop: threading
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(
+    prog: str = "python -m constellation demo", description: str | None = __doc__
+) -> argparse.ArgumentParser:
+    """The demo's options (``run`` takes the same)."""
+    p = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rate", type=float, default=150.0, help="transactions per second")
     p.add_argument(
         "--baseline-s", type=float, default=60.0, help="seconds of baseline traffic before the drift"
@@ -382,5 +297,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def main(argv: list[str] | None = None) -> int:
+    return run_demo(parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(run_demo(parser().parse_args()))
+    sys.exit(main())

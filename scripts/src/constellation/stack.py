@@ -1,13 +1,14 @@
-#!/usr/bin/env python3
 """Local constellation without Docker: install, start, stop and inspect every process.
 
-    python scripts/stack.py up [--infra]     start Kafka, schema registry, MLflow (+ provisioning),
-                                             Prometheus and Alertmanager (when installed),
-                                             then the services unless --infra
-    python scripts/stack.py down [--infra]   stop the services (and the infrastructure unless --services)
-    python scripts/stack.py status [--json]  what runs, where, and whether it is healthy
-    python scripts/stack.py scale NAME N     run N instances of a service (one consumer group)
-    python scripts/stack.py restart NAME     stop and start one component
+    python -m constellation stack up [--infra]        start Kafka, schema registry, MLflow
+                                                      (+ provisioning), Prometheus and Alertmanager
+                                                      (when installed), then the services unless --infra
+    python -m constellation stack down [--services]   stop the services (and the infrastructure
+                                                      unless --services)
+    python -m constellation stack status [--json]     what runs, where, and whether it is healthy
+    python -m constellation stack scale NAME N        run N instances of a service (one consumer group)
+    python -m constellation stack restart NAME        stop and start one component
+    python -m constellation stack provision           create missing topics, register schemas
 
 Everything lives under ``.stack/`` (git-ignored): binaries, data, logs and pid files.
 Prometheus and Alertmanager come from Debian's packages (``prometheus``,
@@ -15,11 +16,16 @@ Prometheus and Alertmanager come from Debian's packages (``prometheus``,
 the stack runs unobserved (a warning says so), and ``STACK_OBSERVABILITY=0`` skips them.
 Every command is idempotent: starting what already runs healthy does nothing, and a
 stale pid file is cleaned up. Ports and hosts come from the environment (see PORTS).
+
+The services are the service catalogue's (``schemas/services.yaml``), started in its order
+as ``python -m <module>`` on its ports; ``<PREFIX>HTTP_PORT`` moves a service's first
+instance, and extra instances listen 100 ports above the one before.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,13 +36,15 @@ import string
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from constellation import ROOT
+from constellation.processes import http_json, http_ok, http_post, launch, port_open, tail, wait_until
+from mlops_platform.service_catalogue import ServiceSpec, load_services
+from mlops_platform.settings import PlatformSettings
+
 STATE = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
 RUN, LOGS = STATE / "run", STATE / "logs"
 PYTHON = sys.executable
@@ -60,32 +68,23 @@ REGISTRY_URL = f"http://{HOST}:{PORTS['schema-registry']}/apis/ccompat/v7"
 MLFLOW_URL = f"http://{HOST}:{PORTS['mlflow']}"
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    """A product service: its module, env prefix and first HTTP port."""
-
-    name: str
-    module: str
-    env_prefix: str
-    port: int
-    needs_model: bool = False
-
-    def instance_port(self, index: int) -> int:
-        # Extra instances (scale-out) listen 100 ports above the first one each.
-        return self.port + 100 * (index - 1)
+def catalogue_services(schemas_dir: Path | None = None) -> list[ServiceSpec]:
+    """The service catalogue's services, each on the port its ``<PREFIX>HTTP_PORT`` asks for."""
+    catalogue = load_services(schemas_dir or PlatformSettings().schemas_dir)
+    return [
+        dataclasses.replace(spec, port=_port(f"{spec.env_prefix}HTTP_PORT", spec.port)) for spec in catalogue
+    ]
 
 
-SERVICES = [
-    ServiceSpec("ingest", "ingest", "INGEST_", _port("INGEST_HTTP_PORT", 8001)),
-    ServiceSpec("predictor", "predictor", "PREDICTOR_", _port("PREDICTOR_HTTP_PORT", 8002), needs_model=True),
-    ServiceSpec(
-        "drift-detector", "drift_detector", "DRIFT_", _port("DRIFT_HTTP_PORT", 8003), needs_model=True
-    ),
-    ServiceSpec("auto-responder", "auto_responder", "RESPONDER_", _port("RESPONDER_HTTP_PORT", 8004)),
-    ServiceSpec("recommender", "recommender", "RECOMMENDER_", _port("RECOMMENDER_HTTP_PORT", 8005)),
-    ServiceSpec("alerter", "alerter", "ALERTER_", _port("ALERTER_HTTP_PORT", 8006)),
-]
+SERVICES = catalogue_services()
 SERVICE_BY_NAME = {s.name: s for s in SERVICES}
+# The auto-responder scales a service by running this command (its RESPONDER_SCALE_COMMAND).
+SCALE_COMMAND = [PYTHON, "-m", "constellation", "stack", "scale", "{service}", "{instances}"]
+
+
+def instance_port(spec: ServiceSpec, number: int) -> int:
+    """HTTP port of instance ``number`` of a service (the stack counts instances from 1)."""
+    return spec.instance_port(number - 1)
 
 
 class StackError(RuntimeError):
@@ -138,19 +137,7 @@ def running_pid(name: str) -> int | None:
 def spawn(name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> int:
     """Start a detached process (own session) logging to .stack/logs/NAME.log."""
     RUN.mkdir(parents=True, exist_ok=True)
-    LOGS.mkdir(parents=True, exist_ok=True)
-    with _log_file(name).open("ab") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {' '.join(argv)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(  # noqa: S603 - argv is built here, never from user input
-            argv,
-            cwd=cwd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = launch(argv, env, _log_file(name), cwd=cwd, detach=True)
     _pid_file(name).write_text(str(proc.pid))
     return proc.pid
 
@@ -178,39 +165,13 @@ def stop(name: str, timeout_s: float = 30.0) -> bool:
     return True
 
 
-def http_ok(url: str, timeout_s: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - local URLs only
-            return bool(200 <= response.status < 300)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def port_open(port: int, host: str = HOST) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 def wait_for(name: str, ready: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        if running_pid(name) is None:
-            raise StackError(f"{name} exited during start-up; see its log: {_log_file(name)}\n{_tail(name)}")
-        time.sleep(0.5)
-    raise StackError(
-        f"{name} not healthy after {timeout_s:.0f}s; see its log: {_log_file(name)}\n{_tail(name)}"
-    )
-
-
-def _tail(name: str, lines: int = 15) -> str:
-    try:
-        text = _log_file(name).read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join("    " + line for line in text[-lines:])
+    """Wait until ``ready``; a process that exits or stays unhealthy raises with its log's tail."""
+    outcome = wait_until(ready, lambda: running_pid(name) is not None, timeout_s)
+    if outcome != "ready":
+        what = "exited during start-up" if outcome == "exited" else f"not healthy after {timeout_s:.0f}s"
+        log = _log_file(name)
+        raise StackError(f"{name} {what}; see its log: {log}\n{tail(log)}")
 
 
 # --------------------------------------------------------------------------- kafka
@@ -341,7 +302,7 @@ def start_kafka() -> None:
 
 
 def _kafka_ready() -> bool:
-    if not port_open(PORTS["kafka"]):
+    if not port_open(PORTS["kafka"], HOST):
         return False
     from confluent_kafka.admin import AdminClient
 
@@ -531,7 +492,7 @@ def set_scrape_target(spec: ServiceSpec, index: int, present: bool) -> None:
     (the ServiceDown alert) instead of the target silently disappearing. Prometheus
     watches the file (file_sd), no reload needed.
     """
-    target = f"{HOST}:{spec.instance_port(index)}"
+    target = f"{HOST}:{instance_port(spec, index)}"
     current = scrape_targets(spec)
     if present and target in current:
         return
@@ -576,7 +537,7 @@ def render_prometheus_config() -> Path:
             for static in job.get("static_configs", []):
                 static["targets"] = [f"{HOST}:{PORTS[_INFRA_JOBS[name]]}"]
     path = PROMETHEUS_HOME / "prometheus.yml"
-    header = f"# Rendered by scripts/stack.py from {PROMETHEUS_CONFIG.relative_to(ROOT)}: edit that file.\n"
+    header = f"# Rendered by `python -m constellation stack` from {PROMETHEUS_CONFIG.relative_to(ROOT)}.\n"
     _write_atomic(path, header + yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -592,73 +553,57 @@ def render_alertmanager_config() -> Path:
             if str(webhook.get("url", "")).endswith("/alertmanager"):
                 webhook["url"] = f"http://{HOST}:{alerter.port}/alertmanager"
     path = ALERTMANAGER_HOME / "alertmanager.yml"
-    header = f"# Rendered by scripts/stack.py from {ALERTMANAGER_CONFIG.relative_to(ROOT)}: edit that file.\n"
+    header = f"# Rendered by `python -m constellation stack` from {ALERTMANAGER_CONFIG.relative_to(ROOT)}.\n"
     _write_atomic(path, header + yaml.safe_dump(config, sort_keys=False))
     return path
 
 
-def _post(url: str) -> bool:
-    request = urllib.request.Request(url, method="POST")  # noqa: S310 - local URLs only
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-            return bool(200 <= response.status < 300)
-    except (urllib.error.URLError, OSError, ValueError):
+def _start_observer(name: str, url: str, binary: str | None, package: str, args: list[str]) -> bool:
+    """Start Prometheus or Alertmanager; one already running reloads its configuration instead.
+
+    Returns True when it was started (False: it was running).
+    """
+    ready = f"{url}/-/ready"
+    if http_ok(ready):
+        # Pick up a changed config or rule file (Prometheus runs with --web.enable-lifecycle).
+        http_post(f"{url}/-/reload")
+        print(f"  {name}: running on {url}")
         return False
+    if binary is None:
+        raise StackError(f"{name}: not installed (apt-get install {package})")
+    spawn(name, [binary, *args], platform_env())
+    wait_for(name, lambda: http_ok(ready), 90)
+    return True
 
 
 def start_alertmanager() -> None:
     config = render_alertmanager_config()
-    ready = f"{ALERTMANAGER_URL}/-/ready"
-    if http_ok(ready):
-        _post(f"{ALERTMANAGER_URL}/-/reload")
-        print(f"  alertmanager: running on {ALERTMANAGER_URL}")
-        return
-    binary = alertmanager_binary()
-    if binary is None:
-        raise StackError("alertmanager: not installed (apt-get install prometheus-alertmanager)")
-    spawn(
-        "alertmanager",
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.path={ALERTMANAGER_HOME / 'data'}",
-            f"--web.listen-address={HOST}:{PORTS['alertmanager']}",
-            f"--web.external-url={ALERTMANAGER_URL}",
-            # A single instance: no gossip (it would also bind 0.0.0.0:9094).
-            "--cluster.listen-address=",
-        ],
-        platform_env(),
-    )
-    wait_for("alertmanager", lambda: http_ok(ready), 60)
-    print(f"  alertmanager: started on {ALERTMANAGER_URL} (routes to the alerter's /alertmanager)")
+    args = [
+        f"--config.file={config}",
+        f"--storage.path={ALERTMANAGER_HOME / 'data'}",
+        f"--web.listen-address={HOST}:{PORTS['alertmanager']}",
+        f"--web.external-url={ALERTMANAGER_URL}",
+        # A single instance: no gossip (it would also bind 0.0.0.0:9094).
+        "--cluster.listen-address=",
+    ]
+    if _start_observer(
+        "alertmanager", ALERTMANAGER_URL, alertmanager_binary(), "prometheus-alertmanager", args
+    ):
+        print(f"  alertmanager: started on {ALERTMANAGER_URL} (routes to the alerter's /alertmanager)")
 
 
 def start_prometheus() -> None:
     config = render_prometheus_config()
-    ready = f"{PROMETHEUS_URL}/-/ready"
-    if http_ok(ready):
-        # Pick up a changed config or rule file (started with --web.enable-lifecycle).
-        _post(f"{PROMETHEUS_URL}/-/reload")
-        print(f"  prometheus: running on {PROMETHEUS_URL}")
-        return
-    binary = prometheus_binary()
-    if binary is None:
-        raise StackError("prometheus: not installed (apt-get install prometheus)")
-    spawn(
-        "prometheus",
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={PROMETHEUS_HOME / 'data'}",
-            "--storage.tsdb.retention.time=7d",
-            f"--web.listen-address={HOST}:{PORTS['prometheus']}",
-            f"--web.external-url={PROMETHEUS_URL}",
-            "--web.enable-lifecycle",
-        ],
-        platform_env(),
-    )
-    wait_for("prometheus", lambda: http_ok(ready), 90)
-    print(f"  prometheus: started on {PROMETHEUS_URL} (rules: {PROMETHEUS_RULES.relative_to(ROOT)})")
+    args = [
+        f"--config.file={config}",
+        f"--storage.tsdb.path={PROMETHEUS_HOME / 'data'}",
+        "--storage.tsdb.retention.time=7d",
+        f"--web.listen-address={HOST}:{PORTS['prometheus']}",
+        f"--web.external-url={PROMETHEUS_URL}",
+        "--web.enable-lifecycle",
+    ]
+    if _start_observer("prometheus", PROMETHEUS_URL, prometheus_binary(), "prometheus", args):
+        print(f"  prometheus: started on {PROMETHEUS_URL} (rules: {PROMETHEUS_RULES.relative_to(ROOT)})")
 
 
 def start_observability() -> None:
@@ -706,7 +651,7 @@ def service_available(spec: ServiceSpec) -> bool:
 
 def start_service(spec: ServiceSpec, index: int = 1, timeout_s: float = 120) -> None:
     name = _instance_name(spec, index)
-    port = spec.instance_port(index)
+    port = instance_port(spec, index)
     ready_url = f"http://{HOST}:{port}/ready"
     if running_pid(name) and http_ok(ready_url):
         set_scrape_target(spec, index, present=True)
@@ -716,6 +661,7 @@ def start_service(spec: ServiceSpec, index: int = 1, timeout_s: float = 120) -> 
     env[f"{spec.env_prefix}HTTP_HOST"] = HOST
     env[f"{spec.env_prefix}HTTP_PORT"] = str(port)
     env[f"{spec.env_prefix}INSTANCE_ID"] = f"{name}@{socket.gethostname()}"
+    env.setdefault("RESPONDER_SCALE_COMMAND", json.dumps(SCALE_COMMAND))
     spawn(name, [PYTHON, "-m", spec.module], env)
     # Listed before it is ready: an instance that fails to come up shows as down.
     set_scrape_target(spec, index, present=True)
@@ -739,15 +685,23 @@ def scale(service: str, instances: int) -> None:
             print(f"  {name}: stopped (scaled to {instances})")
 
 
-def ensure_champion() -> None:
-    """Train and register the first champion if the registry has none."""
+def bootstrap_model(*options: str) -> str:
+    """Run ``python -m constellation bootstrap-model OPTIONS``; returns the champion's version."""
     result = subprocess.run(  # noqa: S603
-        [PYTHON, str(ROOT / "scripts" / "bootstrap_model.py")],
+        [PYTHON, "-m", "constellation", "bootstrap-model", *options],
         env=platform_env(),
         check=False,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
-        raise StackError("training the first champion model failed (output above)")
+        raise StackError(f"training the champion model failed:\n{result.stdout}{result.stderr}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def ensure_champion() -> None:
+    """Train and register the first champion if the registry has none."""
+    print(f"  model: fraud_detector@champion is version {bootstrap_model()}")
 
 
 # --------------------------------------------------------------------------- commands
@@ -798,7 +752,7 @@ class ComponentStatus:
 
 def collect_status() -> list[ComponentStatus]:
     rows = [
-        ComponentStatus("kafka", running_pid("kafka"), KAFKA_BOOTSTRAP, port_open(PORTS["kafka"])),
+        ComponentStatus("kafka", running_pid("kafka"), KAFKA_BOOTSTRAP, port_open(PORTS["kafka"], HOST)),
         ComponentStatus(
             "schema-registry",
             running_pid("schema-registry"),
@@ -819,25 +773,14 @@ def collect_status() -> list[ComponentStatus]:
     for spec in SERVICES:
         instances = _instance_names(spec) or [(spec.name, 1)]
         for name, index in instances:
-            url = f"http://{HOST}:{spec.instance_port(index)}"
+            url = f"http://{HOST}:{instance_port(spec, index)}"
             rows.append(ComponentStatus(name, running_pid(name), url, False, _readiness(url)))
             rows[-1].healthy = bool(rows[-1].details.get("ready"))
     return rows
 
 
 def _readiness(url: str) -> dict[str, object]:
-    try:
-        with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:  # noqa: S310
-            body: dict[str, object] = json.loads(response.read())
-            return body
-    except urllib.error.HTTPError as exc:
-        try:
-            parsed: dict[str, object] = json.loads(exc.read())
-            return parsed
-        except ValueError:
-            return {"ready": False}
-    except (urllib.error.URLError, OSError, ValueError):
-        return {}
+    return dict(http_json(f"{url}/ready", timeout_s=2) or {})
 
 
 def print_status(as_json: bool) -> bool:
@@ -861,7 +804,9 @@ def print_status(as_json: bool) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m constellation stack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up")

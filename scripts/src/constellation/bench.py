@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Scoring benchmark: the predictor pipeline vs a naive per-event scorer vs the raw Kafka pipe.
 
-    python scripts/bench.py [--rates 250,1000,2000] [--duration 10] [--saturation-events 20000]
-                            [--own-predictor] [--via kafka|ingest] [--quick]
+    python -m constellation bench [--rates 250,1000,2000] [--duration 10] [--saturation-events 20000]
+                                  [--own-predictor] [--via kafka|ingest] [--quick]
 
 Three modes on the same broker, with the same generator transactions (Avro
 ``prediction.request`` values):
@@ -34,15 +33,11 @@ import json
 import os
 import platform
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -53,14 +48,14 @@ import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from fraud_model.contract import transaction_payload
-from fraud_model.generator import TransactionGenerator
+from constellation import ROOT, stack
+from constellation.processes import Child, free_port, http_json, start_child, wait_until
+from constellation.traffic import IngestSender, KafkaSender, Sender, TransactionPool, encode_request
 from mlops_platform.contracts import Topic, make_event
 from mlops_platform.kafka import create_topic
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench-results"
 REQUEST = Topic.PREDICTION_REQUEST.value
 COMPLETED = Topic.PREDICTION_COMPLETED.value
@@ -72,9 +67,16 @@ MAX_LOAD_FACTOR = 0.8
 # --------------------------------------------------------------------------- arguments
 
 
+def service_url(name: str) -> str:
+    """A service of the local stack (its catalogue port, or the one its environment sets)."""
+    return f"http://{stack.HOST}:{stack.SERVICE_BY_NAME[name].port}"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m constellation bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command")
     worker = sub.add_parser("naive-worker", help="internal: the naive per-event scorer process")
@@ -89,11 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--saturation-events", type=int, default=20_000, help="burst size (pipeline, raw)")
     parser.add_argument("--naive-events", type=int, default=3_000, help="burst size of the naive baseline")
     parser.add_argument("--warmup-events", type=int, default=300)
-    parser.add_argument("--predictor-url", default=os.environ.get("PREDICTOR_URL", "http://127.0.0.1:8002"))
+    parser.add_argument("--predictor-url", default=os.environ.get("PREDICTOR_URL", service_url("predictor")))
     parser.add_argument("--own-predictor", action="store_true", help="start a predictor on private topics")
     parser.add_argument("--model-name", default=os.environ.get("PREDICTOR_MODEL_NAME", "fraud_detector"))
     parser.add_argument("--via", choices=("kafka", "ingest"), default="kafka", help="how requests enter")
-    parser.add_argument("--ingest-url", default=os.environ.get("INGEST_URL", "http://127.0.0.1:8001"))
+    parser.add_argument("--ingest-url", default=os.environ.get("INGEST_URL", service_url("ingest")))
     parser.add_argument("--modes", default="pipeline,naive,raw", help="which modes to run")
     parser.add_argument("--quick", action="store_true", help="short run: 2 rates x 5 s, small bursts")
     parser.add_argument("--seed", type=int, default=2024)
@@ -107,33 +109,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- messages
-
-
-@dataclass
-class Workload:
-    """Generator transactions, reusable across modes (ids are made unique per phase)."""
-
-    rows: list[dict[str, Any]]
-
-    @classmethod
-    def generate(cls, count: int, seed: int) -> Workload:
-        return cls([transaction_payload(row) for row in TransactionGenerator(seed=seed).generate(count)])
-
-    def transactions(self, count: int, prefix: str) -> Iterator[dict[str, Any]]:
-        for i in range(count):
-            yield {**self.rows[i % len(self.rows)], "transaction_id": f"{prefix}-{i}"}
-
-
-class Encoder:
-    def __init__(self, serde: AvroSerde) -> None:
-        self.serde = serde
-
-    def request(self, txn: dict[str, Any], event_time: float) -> bytes:
-        event = make_event("bench", txn, event_time=datetime.fromtimestamp(event_time, UTC))
-        return self.serde.encode(REQUEST, event, schema_topic=REQUEST)
 
 
 # --------------------------------------------------------------------------- arrival collector
@@ -218,70 +193,6 @@ def end_offsets(settings: PlatformSettings, topic: str) -> list[TopicPartition]:
         probe.close()
 
 
-# --------------------------------------------------------------------------- senders
-
-
-class KafkaSender:
-    """Produces encoded requests to a topic (the pipeline's input or a private one)."""
-
-    def __init__(self, settings: PlatformSettings, topic: str, encoder: Encoder) -> None:
-        self.topic = topic
-        self.encoder = encoder
-        self.producer = Producer(settings.producer_config("bench-producer", **{"linger.ms": 1}))
-        self.failures = 0
-
-    def prepare(self, batch: list[tuple[dict[str, Any], float]]) -> list[Any]:
-        return [(txn["transaction_id"].encode(), self.encoder.request(txn, at)) for txn, at in batch]
-
-    def send(self, prepared: list[Any]) -> None:
-        for key, value in prepared:
-            while True:
-                try:
-                    self.producer.produce(self.topic, value, key=key)
-                    break
-                except BufferError:
-                    self.producer.poll(0.01)
-        self.producer.poll(0)
-
-    def flush(self) -> None:
-        self.producer.flush(60)
-
-    def close(self) -> None:
-        self.producer.flush(60)
-
-
-class IngestSender:
-    """Posts batches to ingest's ``POST /transactions/batch`` (202 = acknowledged by Kafka)."""
-
-    def __init__(self, url: str, batch_size: int = 200) -> None:
-        import httpx
-
-        self.client = httpx.Client(base_url=url, timeout=60)
-        self.batch_size = batch_size
-        self.failures = 0
-
-    def prepare(self, batch: list[tuple[dict[str, Any], float]]) -> list[Any]:
-        return [{**txn, "event_time": datetime.fromtimestamp(at, UTC).isoformat()} for txn, at in batch]
-
-    def send(self, prepared: list[Any]) -> None:
-        for start in range(0, len(prepared), self.batch_size):
-            chunk = prepared[start : start + self.batch_size]
-            response = self.client.post("/transactions/batch", json={"transactions": chunk})
-            if response.status_code != 202:
-                self.failures += len(chunk)
-                if self.failures == len(chunk):  # the first refusal says why
-                    log(f"ingest answered {response.status_code}: {response.text[:300]}")
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.client.close()
-
-
-Sender = KafkaSender | IngestSender
-
-
 # --------------------------------------------------------------------------- phases
 
 
@@ -316,7 +227,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def run_phase(
     mode: str,
     phase: str,
-    workload: Workload,
+    workload: TransactionPool,
     sender: Sender,
     collector: Collector,
     count: int,
@@ -327,7 +238,7 @@ def run_phase(
     # Ids must pass ingest's validation too: letters, digits, '.', '_', ':', '-'.
     prefix = f"bench-{mode}-{phase.replace('=', '-')}-{uuid.uuid4().hex[:6]}"
     failures_before = sender.failures
-    txns = list(workload.transactions(count, prefix))
+    txns = list(workload.take(count, prefix))
     keys = [t["transaction_id"].encode() for t in txns]
     duplicates_before = collector.duplicates
     if rate is None:
@@ -389,7 +300,7 @@ def run_phase(
 def run_mode(
     mode: str,
     args: argparse.Namespace,
-    workload: Workload,
+    workload: TransactionPool,
     sender: Sender,
     collector: Collector,
     burst: int,
@@ -427,60 +338,6 @@ def run_mode(
 # --------------------------------------------------------------------------- processes and topics
 
 
-def http_json(url: str, timeout_s: float = 3.0) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - local URLs
-            body: dict[str, Any] = json.loads(response.read())
-            return body
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
-
-    def tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-
-def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Process:
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("wb") as out:
-        popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Process(name, popen, log_path)
-
-
-def wait_http(process: Process, url: str, timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.popen.poll() is not None:
-            raise SystemExit(f"{process.name} exited during start-up:\n{process.tail()}")
-        body = http_json(url)
-        if body is not None:
-            return body
-        time.sleep(0.5)
-    raise SystemExit(f"{process.name} not ready after {timeout_s:.0f}s:\n{process.tail()}")
-
-
 @contextmanager
 def private_topics(settings: PlatformSettings, *names: str) -> Iterator[list[str]]:
     tag = uuid.uuid4().hex[:8]
@@ -499,12 +356,30 @@ def ensure_champion(model_name: str, settings: PlatformSettings) -> None:
     from fraud_model.registry import ModelRegistry
 
     if ModelRegistry(settings.mlflow_tracking_uri, model_name).version_for_alias("champion") is None:
-        log(f"{model_name} has no @champion: training one (scripts/bootstrap_model.py)")
-        subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "bootstrap_model.py"), "--model-name", model_name],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        log(f"{model_name} has no @champion: training one (python -m constellation bootstrap-model)")
+        try:
+            stack.bootstrap_model("--model-name", model_name)
+        except stack.StackError as exc:
+            raise SystemExit(str(exc)) from exc
+
+
+def refusal_logger() -> Callable[[int, str], None]:
+    """Log ingest's first refusal: it says why (the later ones repeat it)."""
+    said = False
+
+    def refused(status: int, body: str) -> None:
+        nonlocal said
+        if not said:
+            log(f"ingest answered {status}: {body[:300]}")
+            said = True
+
+    return refused
+
+
+def wait_ready(child: Child, ready: Callable[[], bool], what: str) -> None:
+    """Wait (up to three minutes) until ``ready()`` holds; exits with the child's log otherwise."""
+    if wait_until(ready, child.alive, 180) != "ready":
+        raise SystemExit(f"{what}:\n{child.tail()}")
 
 
 # --------------------------------------------------------------------------- naive worker
@@ -666,11 +541,10 @@ def main(argv: list[str] | None = None) -> int:
     serde = AvroSerde(settings)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    workload = Workload.generate(5_000, args.seed)
-    encoder = Encoder(serde)
+    workload = TransactionPool.generate(5_000, args.seed)
     log_dir = Path(os.environ.get("BENCH_LOG_DIR", "/tmp")) / f"bench-{uuid.uuid4().hex[:6]}"
     log_dir.mkdir(parents=True, exist_ok=True)
-    processes: list[Process] = []
+    processes: list[Child] = []
     started_at = datetime.now(UTC)
     results: dict[str, list[PhaseResult]] = {}
     meta: dict[str, Any] = {}
@@ -699,15 +573,15 @@ def main(argv: list[str] | None = None) -> int:
                     "PREDICTOR_COMPLETED_TOPIC": out_topic,
                     "PREDICTOR_HEARTBEAT_INTERVAL_S": "3600",
                 }
-                predictor = spawn("predictor", [sys.executable, "-m", "predictor"], env, log_dir)
+                predictor = start_child("predictor", [sys.executable, "-m", "predictor"], env, log_dir)
                 processes.append(predictor)
                 url = f"http://127.0.0.1:{port}"
                 log(f"starting a predictor on private topics ({url}, log {predictor.log_path})")
-                deadline = time.monotonic() + 180
-                while not (http_json(f"{url}/ready") or {}).get("ready"):
-                    if predictor.popen.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"the predictor did not become ready:\n{predictor.tail()}")
-                    time.sleep(0.5)
+                wait_ready(
+                    predictor,
+                    lambda: bool((http_json(f"{url}/ready") or {}).get("ready")),
+                    "the predictor did not become ready",
+                )
                 predictor_model = http_json(f"{url}/model") or {}
                 pipeline_in, pipeline_out = req_topic, out_topic
                 meta["predictor"] = {"url": url, "own": True, "model": predictor_model}
@@ -715,27 +589,33 @@ def main(argv: list[str] | None = None) -> int:
             model_name = str((predictor_model or {}).get("model_name") or args.model_name)
             version = str(champion.get("version") or "")
 
-            if "pipeline" in modes:
-                collector = Collector(settings, pipeline_out)
-                sender: Sender = (
-                    IngestSender(args.ingest_url)
-                    if args.via == "ingest"
-                    else KafkaSender(settings, pipeline_in, encoder)
-                )
+            def measure(mode: str, sender: Sender, output: str, burst: int) -> None:
+                collector = Collector(settings, output)
                 try:
-                    results["pipeline"] = run_mode(
-                        "pipeline", args, workload, sender, collector, args.saturation_events, rates
-                    )
+                    results[mode] = run_mode(mode, args, workload, sender, collector, burst, rates)
                 finally:
                     collector.close()
                     sender.close()
 
+            def to_kafka(topic: str) -> KafkaSender:
+                return KafkaSender(settings, topic, serde, source="bench")
+
+            if "pipeline" in modes:
+                sender: Sender = (
+                    IngestSender(args.ingest_url, on_refused=refusal_logger())
+                    if args.via == "ingest"
+                    else to_kafka(pipeline_in)
+                )
+                measure("pipeline", sender, pipeline_out, args.saturation_events)
+
             if "naive" in modes:
-                worker = spawn(
+                worker = start_child(
                     "naive-worker",
                     [
                         sys.executable,
-                        str(Path(__file__).resolve()),
+                        "-m",
+                        "constellation",
+                        "bench",
                         "naive-worker",
                         "--input",
                         naive_in,
@@ -752,40 +632,18 @@ def main(argv: list[str] | None = None) -> int:
                     log_dir,
                 )
                 processes.append(worker)
-                deadline = time.monotonic() + 180
-                while "ready" not in worker.log_path.read_text(errors="replace"):
-                    if worker.popen.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"the naive worker did not start:\n{worker.tail()}")
-                    time.sleep(0.5)
-                collector = Collector(settings, naive_out)
+                wait_ready(
+                    worker,
+                    lambda: "ready" in worker.log_path.read_text(errors="replace"),
+                    "the naive worker did not start",
+                )
                 try:
-                    results["naive"] = run_mode(
-                        "naive",
-                        args,
-                        workload,
-                        KafkaSender(settings, naive_in, encoder),
-                        collector,
-                        args.naive_events,
-                        rates,
-                    )
+                    measure("naive", to_kafka(naive_in), naive_out, args.naive_events)
                 finally:
-                    collector.close()
                     worker.stop()
 
             if "raw" in modes:
-                collector = Collector(settings, raw_topic)
-                try:
-                    results["raw"] = run_mode(
-                        "raw",
-                        args,
-                        workload,
-                        KafkaSender(settings, raw_topic, encoder),
-                        collector,
-                        args.saturation_events,
-                        rates,
-                    )
-                finally:
-                    collector.close()
+                measure("raw", to_kafka(raw_topic), raw_topic, args.saturation_events)
     finally:
         for process in processes:
             process.stop()
@@ -809,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
             "naive_events": args.naive_events,
             "warmup_events": args.warmup_events,
             "max_load_factor": MAX_LOAD_FACTOR,
-            "message_bytes": len(encoder.request(next(workload.transactions(1, "size")), time.time())),
+            "message_bytes": len(encode_request(serde, next(workload.take(1, "size")), time.time())),
         },
         **meta,
         "summary": summary,
