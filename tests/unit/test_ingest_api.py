@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,8 +16,8 @@ from fraud_model.contract import transaction_payload
 from fraud_model.generator import TransactionGenerator
 from ingest.app import build_app
 from ingest.config import Settings
-from ingest.publishing import Outgoing
-from ingest.service import DependencyGate, IngestService
+from ingest.service import IngestService
+from mlops_platform.bindings import Binding
 from mlops_platform.contracts import load_catalogue
 from mlops_platform.errors import (
     KafkaUnavailable,
@@ -26,6 +26,24 @@ from mlops_platform.errors import (
     SerializationError,
 )
 from mlops_platform.health import CheckResult
+from mlops_platform.kafka import Output
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An output as the producer would write it: the topic and key its binding resolves to."""
+
+    topic: str
+    value: Mapping[str, Any]
+    key: str | bytes | None
+
+    @classmethod
+    def of(cls, output: Output) -> Outgoing:
+        target = output.target
+        if isinstance(target, Binding):
+            key = target.key_of(output.value) if output.key is None else output.key
+            return cls(target.topic, output.value, key)
+        return cls(str(target), output.value, output.key)
 
 
 @dataclass
@@ -34,13 +52,13 @@ class FakePublisher:
     emitted: list[Outgoing] = field(default_factory=list)
     fail: Exception | None = None
 
-    async def publish(self, events: Sequence[Outgoing]) -> None:
+    async def publish(self, outputs: Sequence[Output]) -> None:
         if self.fail is not None:
             raise self.fail
-        self.published.append(list(events))
+        self.published.append([Outgoing.of(o) for o in outputs])
 
-    def emit(self, events: Sequence[Outgoing]) -> None:
-        self.emitted.extend(events)
+    def emit(self, outputs: Sequence[Output]) -> None:
+        self.emitted.extend(Outgoing.of(o) for o in outputs)
 
     def close(self) -> None:
         pass
@@ -62,14 +80,14 @@ def harness() -> Iterator[Harness]:
     health = {"kafka": CheckResult(True, "ok"), "schema_registry": CheckResult(True, "ok")}
     publisher = FakePublisher()
     settings = Settings(max_batch_size=5, max_quality_events=4, log_format="console")
-    gate = DependencyGate({name: (lambda name=name: health[name]) for name in health})
-    service = IngestService(settings, publisher, gate)
+    checks = {name: (lambda name=name: health[name]) for name in health}
+    service = IngestService(settings, publisher=publisher, checks=checks)
     with TestClient(build_app(settings, service=service)) as client:
         yield Harness(client, publisher, service, health)
 
 
 def drained(h: Harness) -> list[Outgoing]:
-    h.client.portal.call(h.service.drain)  # type: ignore[union-attr]
+    h.client.portal.call(h.service.ingestor.drain)  # type: ignore[union-attr]
     return h.publisher.emitted
 
 

@@ -1,4 +1,8 @@
-"""The transactional publisher's protocol with Kafka, against a scripted fake producer."""
+"""Ingest's publishers (the platform's front-door publishers as ingest builds them), scripted.
+
+The transaction protocol of the pool ingest configures (its transactional ids, its publish
+timeout), and the best-effort quality events whose loss ingest counts by reason.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,18 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from prometheus_client import REGISTRY
 
-import ingest.publishing as publishing
+import mlops_platform.kafka.publisher as platform_publisher
 from ingest.config import Settings
-from ingest.publishing import Outgoing, TransactionalPublisher
-from mlops_platform.errors import KafkaUnavailable, PublishError, SerializationError
+from ingest.service import build_publisher
+from mlops_platform.errors import (
+    KafkaUnavailable,
+    PublishError,
+    SchemaRegistryUnavailable,
+    SerializationError,
+)
+from mlops_platform.kafka import AcknowledgedPublisher, Encoded, EventProducer, Output, TransactionalPublisher
 
 
 class FakeRaw:
@@ -68,18 +79,53 @@ class FakeEventProducer:
         self.delivery_error = delivery_error
         self.produced: list[tuple[str, bytes, Any]] = []
 
-    def produce_raw(self, topic: str, data: bytes, key: Any, *, on_delivery: Any) -> None:
-        self.log.append(f"produce {topic}")
-        self.produced.append((topic, data, key))
+    def produce_encoded(self, record: Encoded, on_delivery: Any = None) -> None:
+        self.log.append(f"produce {record.topic}")
+        self.produced.append((record.topic, record.value, record.key))
         error = self.delivery_error
         self.raw.pending.append(lambda: on_delivery(error, None))
 
 
 class FakeSerde:
+    def __init__(self) -> None:
+        self.down = False
+
     def encode(self, topic: str, value: Any, *, schema_topic: str | None = None) -> bytes:
+        if self.down:
+            raise SchemaRegistryUnavailable("connection refused")
         if value.get("poison"):
             raise SerializationError("does not fit", topic=topic)
         return repr(value).encode()
+
+
+class FakeMessage:
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def topic(self) -> str:
+        return self._topic
+
+
+class FakeSideProducer:
+    """The runtime's producer: the platform's encoding and best-effort emit over a scripted client."""
+
+    encode = EventProducer.encode
+    produce = EventProducer.produce
+    emit_best_effort = EventProducer.emit_best_effort
+
+    def __init__(self) -> None:
+        self.serde = FakeSerde()
+        self.timeout_s = 0.5
+        self.delivery_error: KafkaError | None = None
+        self.produced: list[Encoded] = []
+
+    def produce_encoded(self, record: Encoded, on_delivery: Any = None) -> None:
+        self.produced.append(record)
+        if on_delivery is not None:
+            on_delivery(self.delivery_error, FakeMessage(record.topic))
+
+    def poll(self, _timeout: float = 0.0) -> int:
+        return 0
 
 
 class Kafka:
@@ -98,7 +144,7 @@ class Kafka:
             self.transactional_ids.append(transactional_id)
             return producer
 
-        monkeypatch.setattr(publishing, "EventProducer", factory)
+        monkeypatch.setattr(platform_publisher, "EventProducer", factory)
 
     def fail(self, call: str, *errors: Any) -> None:
         self.failures.setdefault(call, []).extend(errors)
@@ -108,10 +154,14 @@ def kafka_exception(code: int, **flags: bool) -> KafkaException:
     return KafkaException(KafkaError(code, "scripted", **flags))
 
 
-EVENTS = [Outgoing("prediction.request", {"n": 1}, "t-1"), Outgoing("data.ingested", {"n": 2}, "transaction")]
+BINDINGS = Settings()
+EVENTS = [
+    Output(BINDINGS.requests, {"transaction_id": "t-1"}),
+    Output(BINDINGS.ingested, {"record_type": "transaction"}),
+]
 
 
-_publishers: list[TransactionalPublisher] = []
+_publishers: list[Any] = []
 
 
 @pytest.fixture
@@ -126,12 +176,13 @@ def make_publisher(**settings: Any) -> TransactionalPublisher:
     config = Settings(
         instance_id="host-1", publish_timeout_s=0.5, **{"transactional_producers": 1, **settings}
     )
-    publisher = TransactionalPublisher(config, FakeSerde(), side_producer=None)
+    publisher = build_publisher(config, FakeSerde(), FakeSideProducer())  # type: ignore[arg-type]
+    assert isinstance(publisher, TransactionalPublisher)
     _publishers.append(publisher)
     return publisher
 
 
-def publish(publisher: TransactionalPublisher, events: list[Outgoing] = EVENTS) -> None:
+def publish(publisher: TransactionalPublisher, events: list[Output] = EVENTS) -> None:
     asyncio.run(publisher.publish(events))
 
 
@@ -158,7 +209,7 @@ def test_a_request_is_one_committed_transaction(kafka: Kafka) -> None:
 
 def test_encoding_failure_produces_nothing(kafka: Kafka) -> None:
     with pytest.raises(SerializationError):
-        publish(make_publisher(), [EVENTS[0], Outgoing("prediction.request", {"poison": True}, "t-2")])
+        publish(make_publisher(), [EVENTS[0], Output(BINDINGS.requests, {"poison": True}, "t-2")])
     assert kafka.log == []
 
 
@@ -287,3 +338,49 @@ def test_closed_publisher_refuses(kafka: Kafka) -> None:
     publisher.close()
     with pytest.raises(KafkaUnavailable, match="shutting down"):
         publish(publisher)
+
+
+def test_records_are_keyed_by_their_bindings(kafka: Kafka) -> None:
+    publish(make_publisher())
+    assert [(topic, key) for topic, _, key in kafka.producers[0].produced] == [
+        ("prediction.request", b"t-1"),
+        ("data.ingested", b"transaction"),
+    ]
+
+
+# --------------------------------------------------------------------------- best-effort quality events
+
+
+def dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("ingest_quality_events_dropped_total", {"reason": reason}) or 0.0
+
+
+QUALITY = Output(BINDINGS.quality_issues, {"record_type": "transaction"}, "t-1")
+
+
+@pytest.mark.parametrize("transactional", [True, False])
+def test_lost_quality_events_are_counted_by_reason(transactional: bool) -> None:
+    side = FakeSideProducer()
+    publisher = build_publisher(
+        Settings(instance_id="host-1", transactional=transactional, transactional_producers=1),
+        side.serde,  # type: ignore[arg-type]
+        side,  # type: ignore[arg-type]
+    )
+    expected = TransactionalPublisher if transactional else AcknowledgedPublisher
+    before = {reason: dropped(reason) for reason in ("encode", "kafka", "unavailable")}
+    try:
+        assert isinstance(publisher, expected)
+        publisher.emit([QUALITY, Output(BINDINGS.quality_issues, {"poison": True}, "t-2")])
+        side.delivery_error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large")
+        publisher.emit([QUALITY])
+        side.serde.down = True
+        publisher.emit([QUALITY])
+    finally:
+        publisher.close()
+
+    assert [(r.topic, r.key) for r in side.produced] == [("data.quality.issues", b"t-1")] * 2
+    assert {reason: dropped(reason) - count for reason, count in before.items()} == {
+        "encode": 1,
+        "kafka": 1,
+        "unavailable": 1,
+    }

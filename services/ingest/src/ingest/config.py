@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from mlops_platform.bindings import Binding, ServiceBindings
+from mlops_platform.contracts import Topic
 from mlops_platform.settings import ServiceSettings
 
 
@@ -57,3 +59,56 @@ class Settings(ServiceSettings):
     def transactional_id(self, index: int) -> str:
         prefix = self.transactional_id_prefix or f"{self.service_name}-{self.instance_id}"
         return f"{prefix}-{index}"
+
+    @property
+    def transactional_ids(self) -> list[str]:
+        """One per transactional producer of the pool."""
+        return [self.transactional_id(index) for index in range(self.transactional_producers)]
+
+    # -- bindings: where each kind of record goes and what keys it (ingest consumes nothing)
+
+    @property
+    def requests(self) -> Binding:
+        """Transactions to score, keyed by id so every event of a transaction shares a partition."""
+        return Binding.to(Topic.PREDICTION_REQUEST, key="transaction_id")
+
+    @property
+    def labels(self) -> Binding:
+        """Ground truth of scored transactions."""
+        return Binding.to(Topic.PREDICTION_FEEDBACK, key="transaction_id")
+
+    @property
+    def interactions(self) -> Binding:
+        return Binding.to(Topic.BUSINESS_USER_INTERACTION, key="user_id")
+
+    @property
+    def clicks(self) -> Binding:
+        return Binding.to(Topic.BUSINESS_RECOMMENDATION_CLICKED, key="user_id")
+
+    @property
+    def feedback(self) -> Binding:
+        return Binding.to(Topic.BUSINESS_FEEDBACK_RECEIVED, key="user_id")
+
+    @property
+    def ingested(self) -> Binding:
+        """One summary per accepted request, keyed by record type."""
+        return Binding.to(Topic.DATA_INGESTED, key="record_type")
+
+    @property
+    def quality_issues(self) -> Binding:
+        """Warnings and refusals; keyed explicitly (the record's key, else the record type)."""
+        return Binding.to(Topic.DATA_QUALITY_ISSUES)
+
+    def bindings(self) -> ServiceBindings:
+        return ServiceBindings.of(
+            produces=[
+                self.requests,
+                self.labels,
+                self.interactions,
+                self.clicks,
+                self.feedback,
+                self.ingested,
+                self.quality_issues,
+                Binding.to(Topic.SYSTEM_HEALTH),
+            ]
+        )

@@ -42,3 +42,11 @@ PUBLISH_SECONDS = Histogram(
 BATCH_RECORDS = Histogram(
     "ingest_request_records", "Records per accepted request", ["record_type"], buckets=BATCH_BUCKETS
 )
+
+
+def quality_event_dropped(reason: str, _detail: str) -> None:
+    """Count a lost best-effort quality event (the publishers' ``on_emit_failure``).
+
+    ``reason`` is ``kafka``, ``unavailable`` or ``encode``; the platform already logged the detail.
+    """
+    QUALITY_EVENTS_DROPPED.labels(reason).inc()

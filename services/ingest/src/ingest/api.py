@@ -1,13 +1,35 @@
-"""HTTP endpoints: validate, prepare, hand over to :class:`~ingest.service.IngestService`."""
+"""HTTP endpoints: validate, prepare, hand over to :class:`~ingest.ingestion.Ingestor`.
+
+Besides the router: the 422 handler (which reports the refused request's quality
+issues), the 503 handlers and the per-endpoint request counter, installed on the app by
+:func:`install`.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Request, status
+from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ingest.ingestion import (
+    CLICK,
+    FEEDBACK,
+    INTERACTION,
+    LABEL,
+    PUBLISH_FAILURES,
+    TRANSACTION,
+    Ingestor,
+    Prepared,
+    RecordKind,
+    ServiceUnavailable,
+    unavailable_reason,
+)
+from ingest.metrics import REQUESTS
 from ingest.models import (
     ClickCreate,
     ErrorResponse,
@@ -18,28 +40,21 @@ from ingest.models import (
     TransactionBatchCreate,
     TransactionCreate,
 )
-from ingest.quality import event_time_warnings, transaction_warnings
-from ingest.service import (
-    CLICK,
-    FEEDBACK,
-    INTERACTION,
-    LABEL,
-    TRANSACTION,
-    IngestService,
-    Prepared,
-    RecordKind,
-)
+from ingest.quality import event_time_warnings, issues_from_validation, record_count, transaction_warnings
 
 #: Error type of a batch over INGEST_MAX_BATCH_SIZE (reported like pydantic's own errors).
 BATCH_TOO_LARGE: Final = "batch_too_large"
 
 
-def get_service(request: Request) -> IngestService:
-    service: IngestService = request.app.state.ingest
-    return service
+RETRY_AFTER_S: Final = "5"
 
 
-ServiceDep = Annotated[IngestService, Depends(get_service)]
+def get_ingestor(request: Request) -> Ingestor:
+    ingestor: Ingestor = request.app.state.ingest.ingestor
+    return ingestor
+
+
+ServiceDep = Annotated[Ingestor, Depends(get_ingestor)]
 
 _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     status.HTTP_422_UNPROCESSABLE_CONTENT: {
@@ -82,7 +97,7 @@ def _event_payload(body: Any, *, exclude: set[str] | None = None) -> dict[str, A
     return payload
 
 
-def _prepare_transaction(service: IngestService, txn: TransactionCreate, index: int) -> Prepared:
+def _prepare_transaction(service: Ingestor, txn: TransactionCreate, index: int) -> Prepared:
     # A client-supplied id is kept (labels refer to it later); otherwise we assign one.
     transaction_id = txn.transaction_id or str(uuid.uuid4())
     payload = _event_payload(txn)
@@ -91,7 +106,7 @@ def _prepare_transaction(service: IngestService, txn: TransactionCreate, index: 
     return Prepared(payload=payload, event_time=txn.event_time, warnings=warnings)
 
 
-def _prepare(service: IngestService, kind: RecordKind, body: Any) -> Prepared:
+def _prepare(service: Ingestor, kind: RecordKind, body: Any) -> Prepared:
     event_time = body.event_time
     record_id = getattr(body, kind.id_field) if kind.id_field else None
     warnings = event_time_warnings(
@@ -179,3 +194,76 @@ async def post_label(body: LabelFeedbackCreate, service: ServiceDep) -> IngestAc
 async def post_feedback(body: FeedbackCreate, service: ServiceDep) -> IngestAccepted:
     """Record a user's explicit feedback (published to business.feedback.received)."""
     return await service.ingest(FEEDBACK, [_prepare(service, FEEDBACK, body)])
+
+
+# --------------------------------------------------------------------------- errors and metrics
+
+
+def _unavailable(reason: str) -> JSONResponse:
+    return JSONResponse({"detail": reason}, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+
+
+def _route_path(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", request.url.path))
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    endpoint = ENDPOINTS.get(_route_path(request))
+    if endpoint is not None:
+        issues = issues_from_validation(
+            endpoint.kind.name,
+            exc.errors(),
+            exc.body,
+            batch_field=endpoint.batch_field,
+            id_field=endpoint.kind.id_field,
+        )
+        count = record_count(exc.body, endpoint.batch_field)
+        await get_ingestor(request).reject(endpoint.kind, issues, count)
+    return await request_validation_exception_handler(request, exc)
+
+
+async def _on_service_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceUnavailable)
+    return _unavailable(exc.reason)
+
+
+async def _on_platform_error(_request: Request, exc: Exception) -> JSONResponse:
+    # Safety net: the ingestor maps these itself, but none of them may ever become a 500.
+    return _unavailable(unavailable_reason(exc))
+
+
+class RequestMetrics:
+    """Counts requests to the ingest endpoints by route, method and status (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response = {"status": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            path = str(getattr(scope.get("route"), "path", scope.get("path", "")))
+            if path in ENDPOINTS:
+                REQUESTS.labels(path, scope.get("method", ""), str(response["status"])).inc()
+
+
+def install(app: FastAPI) -> None:
+    """Add the routes, the 422/503 handlers and the request counter to ``app``."""
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(ServiceUnavailable, _on_service_unavailable)
+    for error in PUBLISH_FAILURES:
+        app.add_exception_handler(error, _on_platform_error)
+    app.add_middleware(RequestMetrics)
+    app.include_router(router)
