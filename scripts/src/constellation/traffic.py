@@ -178,8 +178,9 @@ class IngestSender:
         batch_size: int = 200,
         timeout_s: float = 60.0,
         on_refused: Callable[[int, str], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.client = httpx.Client(base_url=url, timeout=timeout_s)
+        self.client = httpx.Client(base_url=url, timeout=timeout_s, transport=transport)
         self.batch_size = batch_size
         self.on_refused = on_refused
         self.failures = 0
@@ -320,9 +321,10 @@ class LiveTraffic(threading.Thread):
         seed: int = 2026,
         interactions_per_tick: int = 2,
         user_prefix: str = "demo-user",
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(name="traffic", daemon=True)
-        self.sender = IngestSender(ingest_url, timeout_s=30)
+        self.sender = IngestSender(ingest_url, timeout_s=30, transport=transport)
         self.labels = labels
         self.rate = rate
         self.interactions_per_tick = interactions_per_tick
