@@ -31,11 +31,11 @@ from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
 from predictor.ab import ABRouter
 from predictor.risk import RiskThresholds
-from tests.conftest import consume, drain
 from tests.support.models import LoggedModel, delete_model, log_small_models, register_copies
-from tests.support.processes import ServiceLauncher, ServiceProcess, metric_value, wait_until
+from tests.support.processes import ServiceLauncher, ServiceProcess, connection_env, wait_until
 from tests.support.scoring import COMPLETED, DEPLOYED, decode, deployed_event, send_requests, transactions
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.topics import consume, drain
 
 pytestmark = pytest.mark.integration
 
@@ -81,13 +81,6 @@ def topics(topic_factory: Callable[..., str]) -> Topics:
 
 
 @pytest.fixture
-def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceLauncher]:
-    launcher = ServiceLauncher(tmp_path_factory.mktemp("predictor"))
-    yield launcher
-    launcher.close()
-
-
-@pytest.fixture
 def producer(platform_settings: PlatformSettings, serde: AvroSerde) -> Iterator[EventProducer]:
     producer = EventProducer(platform_settings, "test", serde)
     yield producer
@@ -98,9 +91,7 @@ def predictor_env(
     settings: PlatformSettings, topics: Topics, model_name: str, **extra: str
 ) -> dict[str, str]:
     return {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SCHEMA_REGISTRY_URL": settings.schema_registry_url,
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        **connection_env(settings),
         "PREDICTOR_MODEL_NAME": model_name,
         "PREDICTOR_REQUEST_TOPIC": topics.request,
         "PREDICTOR_COMPLETED_TOPIC": topics.completed,
@@ -149,10 +140,6 @@ def model_info(predictor: ServiceProcess) -> dict[str, Any]:
 def champion_version(predictor: ServiceProcess) -> str | None:
     champion = model_info(predictor)["champion"]
     return champion["version"] if champion else None
-
-
-def metric(predictor: ServiceProcess, name: str, **labels: str) -> float | None:
-    return metric_value(predictor.get("/metrics").text, name, **labels)
 
 
 def assert_exactly_once(results: list[dict[str, Any]], sent_ids: list[str]) -> None:
@@ -263,10 +250,10 @@ def test_one_request_yields_exactly_one_prediction_from_the_champion(
     assert scored.json()["fraud_probability"] == pytest.approx(expected_probability, abs=1e-6)
     assert scored.json()["model_version"] == "1"
     assert predictor.post("/score", json={"transaction_id": "x"}).status_code == 422
-    assert metric(predictor, "fds_requests_total", endpoint="stream", status="ok", model_version="1") == 1.0
-    assert metric(predictor, "fds_model_info", alias="champion", version="1") == 1.0
-    assert metric(predictor, "fds_model_stale") == 0.0
-    assert metric(predictor, "fds_latency_seconds_count", endpoint="stream") == 1.0
+    assert predictor.metric("fds_requests_total", endpoint="stream", status="ok", model_version="1") == 1.0
+    assert predictor.metric("fds_model_info", alias="champion", version="1") == 1.0
+    assert predictor.metric("fds_model_stale") == 0.0
+    assert predictor.metric("fds_latency_seconds_count", endpoint="stream") == 1.0
     assert drain(consumer_factory(topics.dead_letters), quiet_s=2) == []
 
 
@@ -310,7 +297,7 @@ def test_ab_split_is_within_binomial_bounds_and_stable_per_transaction(
     second = read_results(output, serde, n)
     assert len(second) == n
     assert {r["transaction_id"]: r["ab_arm"] for r in second} == arms
-    assert metric(predictor, "fds_ab_assignments_total", arm="challenger") == 2 * challenger
+    assert predictor.metric("fds_ab_assignments_total", arm="challenger") == 2 * challenger
 
 
 def test_model_deployed_switches_the_version_without_restart_or_loss(
@@ -343,7 +330,7 @@ def test_model_deployed_switches_the_version_without_restart_or_loss(
         deployed = deployed_event(model_name, "champion", "2", "1", "promote")
         producer.publish(topics.deployed, deployed, key=model_name, schema_topic=DEPLOYED)
         wait_until(
-            lambda: champion_version(predictor) == "2", 90, "the predictor to serve v2", log=predictor.log()
+            lambda: champion_version(predictor) == "2", 90, "the predictor to serve v2", log=predictor.log
         )
         switched_at = time.time()
         wait_until(lambda: len(streamer.sent) and streamer.sent[-1][1] > switched_at + 1, 60, "more requests")
@@ -370,8 +357,8 @@ def test_model_deployed_switches_the_version_without_restart_or_loss(
     for partition, sequence in by_partition.items():
         if "2" in sequence:
             assert "1" not in sequence[sequence.index("2") :], f"v1 after v2 in partition {partition}"
-    assert metric(predictor, "fds_model_info", alias="champion", version="2") == 1.0
-    assert metric(predictor, "fds_model_info", alias="champion", version="1") is None
+    assert predictor.metric("fds_model_info", alias="champion", version="2") == 1.0
+    assert predictor.metric("fds_model_info", alias="champion", version="1") is None
 
 
 def test_sigkill_mid_stream_then_restart_scores_every_request_exactly_once(
@@ -484,7 +471,7 @@ def test_registry_outage_keeps_serving_the_last_good_model(
         ready = predictor.get("/ready")
         assert ready.status_code == 200, "a stale model still serves"
         assert "stale" in ready.json()["checks"]["model"]["detail"]
-        assert metric(predictor, "fds_model_stale") == 1.0
+        assert predictor.metric("fds_model_stale") == 1.0
 
         during = transactions(50)
         send_requests(producer, topics.request, during)
@@ -495,7 +482,7 @@ def test_registry_outage_keeps_serving_the_last_good_model(
         proxy.up()
         wait_until(lambda: champion_version(predictor) == "2", 60, "v2 after the registry came back")
         assert model_info(predictor)["registry"]["stale"] is False
-        assert metric(predictor, "fds_model_stale") == 0.0
+        assert predictor.metric("fds_model_stale") == 0.0
         after = transactions(50)
         send_requests(producer, topics.request, after)
         results = read_results(output, serde, 50)
@@ -567,7 +554,7 @@ def test_instances_in_one_group_share_the_partitions(
     results = read_results(consumer_factory(topics.completed), serde, len(txns))
     assert_exactly_once(results, [t["transaction_id"] for t in txns])
     scored = [
-        metric(p, "fds_requests_total", endpoint="stream", status="ok", model_version="1") or 0.0
+        p.metric("fds_requests_total", endpoint="stream", status="ok", model_version="1") or 0.0
         for p in (first, second)
     ]
     assert all(n > 0 for n in scored) and sum(scored) == len(txns), scored
