@@ -33,10 +33,11 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from fraud_model.contract import transaction_payload
 from fraud_model.generator import TransactionGenerator
 from ingest.config import Settings
-from ingest.publishing import Outgoing, TransactionalPublisher
+from ingest.service import build_publisher
+from mlops_platform.bindings import Binding
 from mlops_platform.contracts import Topic, load_catalogue, make_event
 from mlops_platform.errors import PublishError
-from mlops_platform.kafka import EventProducer, ensure_topics
+from mlops_platform.kafka import EventProducer, Output, ensure_topics
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
 
@@ -503,7 +504,7 @@ def test_a_failed_transaction_leaves_nothing_visible(
     refusing = topic_factory("ingest-small", config={"max.message.bytes": "2000"})
     settings = Settings(instance_id=f"test-{uuid.uuid4().hex[:8]}", transactional_producers=1)
     side = EventProducer(settings, "ingest", provisioned)
-    publisher = TransactionalPublisher(settings, provisioned, side)
+    publisher = build_publisher(settings, provisioned, side)
     request = make_event("ingest", transaction_payload(TransactionGenerator(seed=3).generate(1)[0]))
     oversized = make_event(
         "ingest",
@@ -520,14 +521,14 @@ def test_a_failed_transaction_leaves_nothing_visible(
             asyncio.run(
                 publisher.publish(
                     [
-                        Outgoing(accepted, request, "k", schema_topic=Topic.PREDICTION_REQUEST),
-                        Outgoing(refusing, oversized, "k", schema_topic=Topic.DATA_INGESTED),
+                        Output(Binding.to(Topic.PREDICTION_REQUEST, accepted), request, "k"),
+                        Output(Binding.to(Topic.DATA_INGESTED, refusing), oversized, "k"),
                     ]
                 )
             )
         # The same producer carries on with the next request.
         asyncio.run(
-            publisher.publish([Outgoing(accepted, request, "after", schema_topic=Topic.PREDICTION_REQUEST)])
+            publisher.publish([Output(Binding.to(Topic.PREDICTION_REQUEST, accepted), request, "after")])
         )
     finally:
         publisher.close()
