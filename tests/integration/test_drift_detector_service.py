@@ -10,13 +10,7 @@ service publishes. Waiting is always "until the service says it consumed N recor
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +22,6 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer
 from mlflow import MlflowClient
 
 from fraud_model.contract import feedback_label
@@ -40,19 +33,13 @@ from mlops_platform.contracts import Topic, make_event
 from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
-from tests.conftest import drain
+from tests.support.processes import ServiceLauncher, ServiceProcess
+from tests.support.topics import TopicTail
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "drift-detector-tests"
 WINDOW, STEP = 5000, 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- models
@@ -125,36 +112,22 @@ class Topics:
 
 @dataclass
 class Service:
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
+    """The drift detector's API, over a ``python -m drift_detector`` process started by the launcher."""
+
+    process: ServiceProcess
+
+    @property
+    def url(self) -> str:
+        return self.process.url
 
     def get(self, path: str) -> Any:
-        response = httpx.get(f"{self.url}{path}", timeout=10)
-        response.raise_for_status()
-        return response.json()
+        return self.process.json(path)
 
     def wait(self, what: str, predicate: Callable[[], bool], timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"drift-detector exited with {self.process.returncode} while waiting for {what}")
-            if predicate():
-                return
-            time.sleep(0.25)
-        pytest.fail(f"timed out waiting for {what}")
+        self.process.wait(what, predicate, timeout_s, interval_s=0.25)
 
     def rows_seen(self) -> int:
         return int(self.get("/drift")["window"]["rows_seen"])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture
@@ -171,16 +144,12 @@ def topics(topic_factory: Callable[..., str], serde: AvroSerde) -> Topics:
 
 
 @pytest.fixture
-def start_service(tmp_path: Path, topics: Topics, model_name: str) -> Iterator[Callable[..., Service]]:
-    started: list[Service] = []
-
+def start_service(
+    tmp_path: Path, topics: Topics, model_name: str, launcher: ServiceLauncher
+) -> Callable[..., Service]:
     def start(**env: str) -> Service:
-        port = free_port()
-        log_path = tmp_path / f"drift-detector-{len(started)}.log"
         full_env = {
-            **os.environ,
             **topics.env(),
-            "DRIFT_HTTP_PORT": str(port),
             "DRIFT_MODEL_NAME": model_name,
             "DRIFT_GROUP_ID": f"test-drift-{uuid.uuid4().hex[:10]}",
             "DRIFT_INSTANCE_ID": f"test-{uuid.uuid4().hex[:6]}",
@@ -188,35 +157,11 @@ def start_service(tmp_path: Path, topics: Topics, model_name: str) -> Iterator[C
             "DRIFT_REPORT_MIN_INTERVAL_S": "0",
             "DRIFT_WINDOW_SIZE": str(WINDOW),
             "DRIFT_WINDOW_STEP": str(STEP),
-            "LOG_FORMAT": "console",
             **env,
         }
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "drift_detector"],
-                env=full_env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        service = Service(process, f"http://127.0.0.1:{port}", log_path)
-        started.append(service)
+        return Service(launcher.start("drift_detector", "DRIFT_", full_env, timeout_s=120, stop_timeout_s=60))
 
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{service.url}/ready", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        service.wait("/ready", ready, timeout_s=120)
-        return service
-
-    yield start
-    for service in started:
-        service.stop()
-        # Shown by pytest only when the test failed.
-        tail = service.log_path.read_text(errors="replace")[-6000:]
-        print(f"--- {service.log_path} (last 6000 chars)\n{tail}")
+    return start
 
 
 # --------------------------------------------------------------------------- traffic
@@ -307,17 +252,14 @@ def traffic(
 
 
 @pytest.fixture
-def outputs(
-    consumer_factory: Callable[..., Consumer], topics: Topics, serde: AvroSerde
-) -> Callable[..., list[dict]]:
-    consumer = consumer_factory(topics.drift, topics.degraded, topics.evaluation)
-    seen: list[tuple[str, dict[str, Any]]] = []
+def outputs(topic_tail: Callable[..., TopicTail], topics: Topics) -> Callable[..., list[dict]]:
+    names = (topics.drift, topics.degraded, topics.evaluation)
+    # The topics are fresh, so reading from their end now reads everything the service publishes.
+    tail = topic_tail({name: topics.contract(name) for name in names})
 
     def read(topic: str | None = None, quiet_s: float = 3.0) -> list[dict[str, Any]]:
-        for msg in drain(consumer, quiet_s=quiet_s, timeout_s=60):
-            name = msg.topic() or ""
-            seen.append((name, serde.decode(name, msg.value(), schema_topic=topics.contract(name))))
-        return [value for name, value in seen if topic is None or name == topic]
+        tail.drain(quiet_s=quiet_s, timeout_s=60)
+        return tail.on(topic)
 
     return read
 
@@ -379,7 +321,7 @@ def test_stable_stream_of_50k_predictions_publishes_no_drift(
     assert max(f["psi"] for f in data["features"].values()) < 0.1
     assert drift["tracks"]["prediction"]["state"] == "stable"
 
-    metrics = httpx.get(f"{service.url}/metrics", timeout=10).text
+    metrics = service.process.metrics_text()
     assert f'drift_windows_processed_total{{drift_type="data"}} {float(data["windows_processed"])}' in metrics
     assert 'drift_feature_psi{drift_type="data",feature="hour_of_day"}' in metrics
 
@@ -461,7 +403,7 @@ def test_shift_is_detected_naming_the_features_with_a_report(
     assert drifted is not None and set(drifted.group(1).split(", ")) == expected
     listed = service.get("/reports")["reports"]
     assert any(r["url"] == url and r["status"] == "ready" for r in listed)
-    assert "drift_report_generation_seconds_count 0.0" not in httpx.get(f"{service.url}/metrics").text
+    assert "drift_report_generation_seconds_count 0.0" not in service.process.metrics_text()
 
 
 def test_degraded_labels_publish_performance_degraded(
