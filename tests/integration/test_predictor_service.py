@@ -159,7 +159,10 @@ class Streamer:
 
     def __init__(self, producer: EventProducer, topic: str, per_tick: int = 20, tick_s: float = 0.05) -> None:
         self.producer, self.topic, self.per_tick, self.tick_s = producer, topic, per_tick, tick_s
-        self.sent: list[tuple[str, float]] = []  # (transaction id, wall time when acknowledged)
+        # (transaction id, wall time just before it was produced): a request whose send began
+        # after a moment was certainly written after it; its acknowledgement time says nothing
+        # of when the broker already had it (the flush may return well after the write).
+        self.sent: list[tuple[str, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
@@ -183,9 +186,9 @@ class Streamer:
             tick = 0
             while not self._stop.is_set():
                 batch = transactions(self.per_tick, seed=tick, prefix=f"s{tick}-{uuid.uuid4().hex[:6]}")
+                sending = time.time()
                 send_requests(self.producer, self.topic, batch)
-                acknowledged = time.time()
-                self.sent.extend((t["transaction_id"], acknowledged) for t in batch)
+                self.sent.extend((t["transaction_id"], sending) for t in batch)
                 tick += 1
                 self._stop.wait(self.tick_s)
         except BaseException as exc:  # surfaced by stop()
@@ -347,8 +350,8 @@ def test_model_deployed_switches_the_version_without_restart_or_loss(
     versions = Counter(r["model_version"] for r in results)
     assert versions["1"] > 0 and versions["2"] > 0, versions
     # Requests published after the switch was visible are all scored by v2 ...
-    acked = dict(streamer.sent)
-    late = [r for r in results if acked[r["transaction_id"]] > switched_at]
+    sent_at = dict(streamer.sent)
+    late = [r for r in results if sent_at[r["transaction_id"]] > switched_at]
     assert late and all(r["model_version"] == "2" for r in late)
     # ... and the swap happened between batches: in every partition, v1 never follows v2.
     by_partition: dict[int, list[str]] = defaultdict(list)
