@@ -54,7 +54,8 @@ def test_without_credentials_every_protected_route_answers_401(client: TestClien
 
 def test_an_unknown_key_is_401_with_the_same_answer_for_any_key(client: TestClient) -> None:
     answers = {
-        client.get("/things", headers={"X-API-Key": key}).text for key in ("nope", "mk_viewer_kez", "mk_operator_key ")
+        client.get("/things", headers={"X-API-Key": key}).text
+        for key in ("nope", "mk_viewer_kez", "mk_operator_key ")
     }
     assert len(answers) == 1 and "credentials" in answers.pop()
 
