@@ -14,21 +14,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from mlflow import MlflowClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from fraud_model.contract import feedback_label, transaction_payload
 from fraud_model.generator import TransactionGenerator
@@ -38,18 +34,12 @@ from mlops_platform.contracts import Topic, make_event
 from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
+from tests.support.processes import ServiceLauncher, ServiceProcess
+from tests.support.topics import TopicTail
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 180.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --------------------------------------------------------------------------- the process
@@ -57,22 +47,16 @@ def free_port() -> int:
 
 @dataclass
 class ResponderProcess:
-    """A running ``python -m auto_responder``."""
+    """The auto-responder's API, over a ``python -m auto_responder`` process started by the launcher."""
 
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-    def log_tail(self, chars: int = 6000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
+    service: ServiceProcess
 
     def get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(f"{self.url}{path}", params=params, timeout=30)
-        response.raise_for_status()
-        return response.json()
+        return self.service.json(path, **params)
 
     def post(self, path: str, body: Any = None) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", json=body, timeout=300)
+        # Manual actions train or promote synchronously: generous.
+        return self.service.post(path, json=body, timeout=300)
 
     def actions(self, **filters: Any) -> list[dict[str, Any]]:
         """Decision records, oldest first."""
@@ -81,48 +65,30 @@ class ResponderProcess:
     def wait_actions(
         self, predicate: Callable[[list[dict[str, Any]]], bool], timeout_s: float = WAIT_S, **filters: Any
     ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout_s
         records: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"auto-responder exited with {self.process.returncode}:\n{self.log_tail()}")
-            records = self.actions(**filters)
-            if predicate(records):
-                return records
-            time.sleep(0.3)
-        pytest.fail(
-            f"expected records did not appear for {filters}; got "
-            f"{[(r['action'], r['status'], r['outcome']) for r in records]}\n{self.log_tail()}"
-        )
+
+        def check() -> bool:
+            records[:] = self.actions(**filters)
+            return predicate(records)
+
+        def what() -> str:
+            got = [(r["action"], r["status"], r["outcome"]) for r in records]
+            return f"expected records for {filters}; got {got}"
+
+        self.service.wait(what, check, timeout_s, interval_s=0.3)
+        return records
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        total = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    total += sample.value
-        return total
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        return self.service.metric_sum(name, **labels)
 
 
 @dataclass
 class Stage:
-    """One test's world: unique model, private topics, started processes."""
+    """One test's world: unique model and private topics."""
 
     model_name: str
     group_id: str
     topics: dict[str, str]
-    tmp_path: Path
-    started: list[ResponderProcess] = field(default_factory=list)
 
     def env(self, **overrides: str) -> dict[str, str]:
         return {
@@ -134,17 +100,13 @@ class Stage:
             "RESPONDER_FEEDBACK_TOPIC": self.topics["feedback"],
             # Never touch the local stack's real instances from a test.
             "RESPONDER_SCALE_COMMAND": "[]",
-            "RESPONDER_HEARTBEAT_INTERVAL_S": "3600",
             "RESPONDER_INSTANCE_ID": f"test-{uuid.uuid4().hex[:6]}",
-            "LOG_FORMAT": "console",
             **overrides,
         }
 
 
 @pytest.fixture
-def stage(
-    tmp_path: Path, topic_factory: Callable[..., str], serde: AvroSerde, mlflow_uri: str
-) -> Iterator[Stage]:
+def stage(topic_factory: Callable[..., str], serde: AvroSerde, mlflow_uri: str) -> Iterator[Stage]:
     model_name = f"fraud_it_{uuid.uuid4().hex[:10]}"
     world = Stage(
         model_name=model_name,
@@ -155,12 +117,8 @@ def stage(
             "request": topic_factory("request", partitions=3),
             "feedback": topic_factory("feedback", partitions=3),
         },
-        tmp_path=tmp_path,
     )
     yield world
-    for process in world.started:
-        process.stop()
-        print(f"--- auto-responder log {process.log_path} ---\n{process.log_tail(20000)}")
     client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
     try:
         client.delete_registered_model(model_name)
@@ -169,40 +127,13 @@ def stage(
 
 
 @pytest.fixture
-def start_responder(stage: Stage) -> Callable[..., ResponderProcess]:
+def start_responder(stage: Stage, launcher: ServiceLauncher) -> Callable[..., ResponderProcess]:
+    # The launcher is set up after the stage, so the processes stop before the model is deleted.
     def start(**env: str) -> ResponderProcess:
-        port = free_port()
-        log_path = stage.tmp_path / f"auto-responder-{len(stage.started)}.log"
-        full_env = {
-            **os.environ,
-            **stage.env(**env),
-            "RESPONDER_HTTP_HOST": "127.0.0.1",
-            "RESPONDER_HTTP_PORT": str(port),
-        }
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "auto_responder"],
-                env=full_env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        responder = ResponderProcess(process, f"http://127.0.0.1:{port}", log_path)
-        stage.started.append(responder)
-        deadline = time.monotonic() + 300
-        last = ""
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"auto-responder exited with {process.returncode}:\n{responder.log_tail()}")
-            try:
-                answer = httpx.get(f"{responder.url}/ready", timeout=10)
-                if answer.status_code == 200:
-                    return responder
-                last = answer.text
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.3)
-        pytest.fail(f"auto-responder not ready in time (last /ready: {last}):\n{responder.log_tail()}")
+        service = launcher.start(
+            "auto_responder", "RESPONDER_", stage.env(**env), timeout_s=300, stop_timeout_s=60
+        )
+        return ResponderProcess(service)
 
     return start
 
@@ -303,65 +234,6 @@ def register(
     return versions
 
 
-class TopicTail:
-    """Reads what arrives on topics after it was created (assigned at their end offsets)."""
-
-    def __init__(
-        self, settings: PlatformSettings, serde: AvroSerde, topics: dict[str, str], consumers: list[Consumer]
-    ) -> None:
-        self.serde = serde
-        self.schema_topics = topics
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": f"test-tail-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
-        consumers.append(self.consumer)
-        assignment = []
-        for topic in topics:
-            metadata = self.consumer.list_topics(topic, timeout=10).topics[topic]
-            for partition in metadata.partitions:
-                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-                assignment.append(TopicPartition(topic, partition, high))
-        self.consumer.assign(assignment)
-        self.seen: list[tuple[str, dict[str, Any]]] = []
-
-    def poll(self, seconds: float = 1.0) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            for msg in self.consumer.consume(num_messages=500, timeout=0.2):
-                if msg.error() is None:
-                    topic = msg.topic() or ""
-                    value = self.serde.decode(topic, msg.value(), schema_topic=self.schema_topics[topic])
-                    self.seen.append((topic, value))
-
-    def on(self, topic: str, **match: Any) -> list[dict[str, Any]]:
-        return [v for t, v in self.seen if t == topic and all(v.get(k) == x for k, x in match.items())]
-
-    def wait(self, topic: str, count: int = 1, timeout_s: float = 60, **match: Any) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and len(self.on(topic, **match)) < count:
-            self.poll(0.5)
-        found = self.on(topic, **match)
-        assert len(found) >= count, f"{topic}: expected {count} records matching {match}, got {found}"
-        return found
-
-
-@pytest.fixture
-def tail(platform_settings: PlatformSettings, serde: AvroSerde) -> Iterator[Callable[..., TopicTail]]:
-    consumers: list[Consumer] = []
-
-    def make(topics: dict[str, str]) -> TopicTail:
-        return TopicTail(platform_settings, serde, topics, consumers)
-
-    yield make
-    for consumer in consumers:
-        consumer.close()
-
-
 def by_trigger(records: list[dict[str, Any]], trigger_id: str) -> list[tuple[str, str]]:
     return [(r["action"], r["status"]) for r in records if r["trigger_event_id"] == trigger_id]
 
@@ -392,14 +264,14 @@ def test_drift_retrains_a_challenger_and_announces_it(
     stage: Stage,
     start_responder: Callable[..., ResponderProcess],
     producer: EventProducer,
-    tail: Callable[..., TopicTail],
+    topic_tail: Callable[..., TopicTail],
     trained: TrainingResult,
     mlflow_uri: str,
 ) -> None:
     [champion] = register(trained, mlflow_uri, stage.model_name, ["champion"])
     publish_labelled(producer, stage, rows=8000, seed=5)
     responder = start_responder(RESPONDER_RETRAIN_MIN_AUC="0.7")
-    watch = tail(
+    watch = topic_tail(
         {
             Topic.SYSTEM_ACTIONS: Topic.SYSTEM_ACTIONS,
             Topic.MODEL_TRAINING_STARTED: Topic.MODEL_TRAINING_STARTED,
@@ -462,11 +334,11 @@ def test_retrain_without_enough_labelled_data_fails_clearly(
     stage: Stage,
     start_responder: Callable[..., ResponderProcess],
     producer: EventProducer,
-    tail: Callable[..., TopicTail],
+    topic_tail: Callable[..., TopicTail],
 ) -> None:
     publish_labelled(producer, stage, rows=300, seed=6)
     responder = start_responder()
-    watch = tail(
+    watch = topic_tail(
         {
             stage.topics["alerts"]: Topic.SYSTEM_ALERTS,
             Topic.MODEL_TRAINING_STARTED: Topic.MODEL_TRAINING_STARTED,
@@ -494,13 +366,13 @@ def test_won_evaluation_promotes_the_challenger(
     stage: Stage,
     start_responder: Callable[..., ResponderProcess],
     producer: EventProducer,
-    tail: Callable[..., TopicTail],
+    topic_tail: Callable[..., TopicTail],
     trained: TrainingResult,
     mlflow_uri: str,
 ) -> None:
     champion, challenger = register(trained, mlflow_uri, stage.model_name, ["champion", "challenger"])
     responder = start_responder()
-    watch = tail({Topic.MODEL_DEPLOYED: Topic.MODEL_DEPLOYED})
+    watch = topic_tail({Topic.MODEL_DEPLOYED: Topic.MODEL_DEPLOYED})
     evaluation = publish(
         producer,
         Topic.MODEL_EVALUATION_COMPLETED,
@@ -527,13 +399,13 @@ def test_high_degradation_rolls_back_to_the_previous_champion(
     stage: Stage,
     start_responder: Callable[..., ResponderProcess],
     producer: EventProducer,
-    tail: Callable[..., TopicTail],
+    topic_tail: Callable[..., TopicTail],
     trained: TrainingResult,
     mlflow_uri: str,
 ) -> None:
     first, second = register(trained, mlflow_uri, stage.model_name, ["champion", "champion"])
     responder = start_responder()
-    watch = tail({Topic.MODEL_DEPLOYED: Topic.MODEL_DEPLOYED})
+    watch = topic_tail({Topic.MODEL_DEPLOYED: Topic.MODEL_DEPLOYED})
     # A 12 % drop reported as MEDIUM is re-assessed HIGH: rollback, not retrain.
     degraded = publish(
         producer,
@@ -663,7 +535,7 @@ def test_restart_neither_repeats_an_action_nor_forgets_cooldowns(
         time.sleep(0.2)
     runs = marker.read_text().splitlines()
     assert len(runs) == 1 and runs[0].endswith(" 2")
-    first.stop(signal.SIGKILL)  # no chance to finish or record anything
+    first.service.kill()  # no chance to finish or record anything
     os.kill(int(runs[0].split()[0]), signal.SIGKILL)
 
     # A new consumer group: both triggers are delivered again, as after lost offsets.
@@ -698,13 +570,13 @@ def test_a_predictor_that_stops_beating_is_rolled_back_and_recovery_resolves_the
     stage: Stage,
     start_responder: Callable[..., ResponderProcess],
     producer: EventProducer,
-    tail: Callable[..., TopicTail],
+    topic_tail: Callable[..., TopicTail],
     trained: TrainingResult,
     mlflow_uri: str,
 ) -> None:
     first, second = register(trained, mlflow_uri, stage.model_name, ["champion", "champion"])
     responder = start_responder(RESPONDER_HEARTBEAT_TIMEOUT_S="3", RESPONDER_HEALTH_CHECK_INTERVAL_S="0.5")
-    watch = tail({stage.topics["alerts"]: Topic.SYSTEM_ALERTS})
+    watch = topic_tail({stage.topics["alerts"]: Topic.SYSTEM_ALERTS})
 
     def heartbeat() -> dict[str, Any]:
         return publish(
