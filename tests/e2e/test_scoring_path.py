@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message
 
 from fraud_model.registry import ModelRegistry
 from mlops_platform.contracts import load_catalogue
@@ -22,8 +21,9 @@ from mlops_platform.kafka import ensure_topics
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
 from tests.support.models import LoggedModel, delete_model, log_small_models, register_copies
-from tests.support.processes import ServiceLauncher, ServiceProcess
-from tests.support.scoring import COMPLETED, REQUEST, pin_group_to_end, reader_from, transactions
+from tests.support.processes import ServiceLauncher, ServiceProcess, connection_env
+from tests.support.scoring import COMPLETED, REQUEST, pin_group_to_end, transactions
+from tests.support.topics import TailRecord, TopicTail
 
 pytestmark = pytest.mark.e2e
 
@@ -44,14 +44,6 @@ def champion(mlflow_uri: str) -> Iterator[tuple[str, str]]:
     yield name, "1"
     delete_model(mlflow_uri, name)
     delete_model(mlflow_uri, base)
-
-
-def connection_env(settings: PlatformSettings) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SCHEMA_REGISTRY_URL": settings.schema_registry_url,
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -80,17 +72,9 @@ def ingest(
     return service_launcher.start("ingest", "INGEST_", env)
 
 
-def collect(
-    consumer: Consumer, serde: AvroSerde, topic: str, wanted: set[str], until_s: float
-) -> list[dict[str, Any]]:
-    """Decoded records of ``topic`` whose key is in ``wanted``, read until ``until_s`` (monotonic)."""
-    found: list[dict[str, Any]] = []
-    while time.monotonic() < until_s:
-        messages: list[Message] = consumer.consume(num_messages=500, timeout=0.5)
-        for msg in messages:
-            if msg.error() is None and (msg.key() or b"").decode() in wanted:
-                found.append(serde.decode(topic, msg.value()))
-    return found
+def ours_in(records: list[TailRecord], wanted: set[str]) -> list[dict[str, Any]]:
+    """The decoded values of the records whose key is in ``wanted``."""
+    return [r.value for r in records if r.key in wanted]
 
 
 def test_a_posted_transaction_yields_exactly_one_prediction_from_the_champion(
@@ -101,7 +85,7 @@ def test_a_posted_transaction_yields_exactly_one_prediction_from_the_champion(
     ingest: ServiceProcess,
 ) -> None:
     model_name, version = champion
-    completed = reader_from(platform_settings, COMPLETED)
+    completed = TopicTail(platform_settings, serde, [COMPLETED])
     try:
         (txn,) = transactions(1, prefix=f"e2e-{uuid.uuid4().hex[:8]}")
         response = ingest.post("/transactions", txn)
@@ -112,13 +96,11 @@ def test_a_posted_transaction_yields_exactly_one_prediction_from_the_champion(
         ours: list[dict[str, Any]] = []
         deadline = time.monotonic() + 120
         while not ours and time.monotonic() < deadline:
-            found = collect(completed, serde, COMPLETED, {txn["transaction_id"]}, time.monotonic() + 1)
+            found = ours_in(completed.poll(1), {txn["transaction_id"]})
             ours += [r for r in found if r["model_name"] == model_name]
         # Then make sure no second prediction of ours follows.
         ours += [
-            r
-            for r in collect(completed, serde, COMPLETED, {txn["transaction_id"]}, time.monotonic() + 5)
-            if r["model_name"] == model_name
+            r for r in ours_in(completed.poll(5), {txn["transaction_id"]}) if r["model_name"] == model_name
         ]
     finally:
         completed.close()
@@ -138,8 +120,8 @@ def test_bad_input_gets_422_and_nothing_is_published(
     predictor: ServiceProcess,
     ingest: ServiceProcess,
 ) -> None:
-    requests = reader_from(platform_settings, REQUEST)
-    completed = reader_from(platform_settings, COMPLETED)
+    requests = TopicTail(platform_settings, serde, [REQUEST])
+    completed = TopicTail(platform_settings, serde, [COMPLETED])
     try:
         good, other = transactions(2, prefix=f"e2e-bad-{uuid.uuid4().hex[:8]}")
         out_of_range = {**good, "amount": -5.0}
@@ -149,9 +131,8 @@ def test_bad_input_gets_422_and_nothing_is_published(
             assert response.status_code == 422, response.text
             assert any(field in error["loc"] for error in response.json()["detail"]), response.text
         ids = {good["transaction_id"], other["transaction_id"]}
-        until = time.monotonic() + 5
-        assert collect(requests, serde, REQUEST, ids, until) == [], "nothing reached prediction.request"
-        assert collect(completed, serde, COMPLETED, ids, time.monotonic() + 1) == [], "nothing was scored"
+        assert ours_in(requests.poll(5), ids) == [], "nothing reached prediction.request"
+        assert ours_in(completed.poll(1), ids) == [], "nothing was scored"
     finally:
         requests.close()
         completed.close()
