@@ -14,21 +14,13 @@ the platform's ``read_committed`` consumers is checked separately for accepted r
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 
 from fraud_model.contract import transaction_payload
 from fraud_model.generator import TransactionGenerator
@@ -40,75 +32,20 @@ from mlops_platform.errors import PublishError
 from mlops_platform.kafka import EventProducer, Output, ensure_topics
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
+from tests.support.processes import ServiceLauncher, ServiceProcess
+from tests.support.topics import TopicTail
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 CLOSED_PORT = "127.0.0.1:1"
 
 
 # --------------------------------------------------------------------------- service processes
 
 
-@dataclass
-class IngestProcess:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def post(self, path: str, body: Any) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", json=body, timeout=60)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start(log_dir: Path, wait_for: str, **env: str) -> IngestProcess:
-    port = _free_port()
-    log_path = log_dir / f"ingest-{port}.log"
-    environment = {
-        **os.environ,
-        "INGEST_HTTP_HOST": "127.0.0.1",
-        "INGEST_HTTP_PORT": str(port),
-        "INGEST_INSTANCE_ID": f"test-{uuid.uuid4().hex[:8]}",
-        "INGEST_HEARTBEAT_INTERVAL_S": "3600",
-        "LOG_FORMAT": "console",
-        **env,
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "ingest"], cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
-        )
-    service = IngestProcess(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"ingest exited with {process.returncode}:\n{service.log()}")
-        try:
-            if httpx.get(f"{service.url}{wait_for}", timeout=5).status_code == 200:
-                return service
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    _stop(service)
-    pytest.fail(f"ingest did not answer {wait_for} in time:\n{service.log()}")
-
-
-def _stop(service: IngestProcess) -> None:
-    if service.process.poll() is None:
-        service.process.send_signal(signal.SIGTERM)
-        try:
-            service.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            service.process.kill()
-            service.process.wait()
+def start_ingest(launcher: ServiceLauncher, wait_for: str, **env: str) -> ServiceProcess:
+    env = {"INGEST_INSTANCE_ID": f"test-{uuid.uuid4().hex[:8]}", **env}
+    return launcher.start("ingest", "INGEST_", env, wait_for=wait_for, timeout_s=90)
 
 
 @pytest.fixture(scope="module")
@@ -119,144 +56,45 @@ def provisioned(platform_settings: PlatformSettings, serde: AvroSerde) -> AvroSe
 
 
 @pytest.fixture(scope="module")
-def ingest(provisioned: AvroSerde, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngestProcess]:
-    service = _start(tmp_path_factory.mktemp("ingest"), "/ready")
-    yield service
-    _stop(service)
+def ingest(provisioned: AvroSerde, service_launcher: ServiceLauncher) -> ServiceProcess:
+    return start_ingest(service_launcher, "/ready")
 
 
 @pytest.fixture(scope="module")
-def ingest_without_kafka(
-    provisioned: AvroSerde, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[IngestProcess]:
+def ingest_without_kafka(provisioned: AvroSerde, service_launcher: ServiceLauncher) -> ServiceProcess:
     # A short Kafka timeout keeps its shutdown quick: it gives up sooner on the undeliverable
     # data-quality events of the 422 it answers.
-    service = _start(
-        tmp_path_factory.mktemp("ingest-no-kafka"),
-        "/health",
-        KAFKA_BOOTSTRAP_SERVERS=CLOSED_PORT,
-        KAFKA_REQUEST_TIMEOUT_S="1",
+    return start_ingest(
+        service_launcher, "/health", KAFKA_BOOTSTRAP_SERVERS=CLOSED_PORT, KAFKA_REQUEST_TIMEOUT_S="1"
     )
-    yield service
-    _stop(service)
 
 
 @pytest.fixture(scope="module")
-def ingest_without_registry(
-    provisioned: AvroSerde, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[IngestProcess]:
-    service = _start(
-        tmp_path_factory.mktemp("ingest-no-registry"),
-        "/health",
-        SCHEMA_REGISTRY_URL=f"http://{CLOSED_PORT}/apis/ccompat/v7",
+def ingest_without_registry(provisioned: AvroSerde, service_launcher: ServiceLauncher) -> ServiceProcess:
+    return start_ingest(
+        service_launcher, "/health", SCHEMA_REGISTRY_URL=f"http://{CLOSED_PORT}/apis/ccompat/v7"
     )
-    yield service
-    _stop(service)
 
 
 @pytest.fixture(scope="module")
-def ingest_without_transactions(
-    provisioned: AvroSerde, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[IngestProcess]:
-    service = _start(tmp_path_factory.mktemp("ingest-acks"), "/ready", INGEST_TRANSACTIONAL="false")
-    yield service
-    _stop(service)
+def ingest_without_transactions(provisioned: AvroSerde, service_launcher: ServiceLauncher) -> ServiceProcess:
+    return start_ingest(service_launcher, "/ready", INGEST_TRANSACTIONAL="false")
 
 
 # --------------------------------------------------------------------------- reading topics
 
 
-@dataclass
-class Read:
-    topic: str
-    key: str | None
-    value: dict[str, Any]
-
-
-class Tail:
-    """A consumer positioned at the current end of some topics."""
-
-    def __init__(
-        self, consumer: Consumer, serde: AvroSerde, topics: list[str], schema_topics: dict[str, str]
-    ) -> None:
-        self.consumer = consumer
-        self.serde = serde
-        self.schema_topics = schema_topics
-        self.partitions = [
-            TopicPartition(topic, partition)
-            for topic in topics
-            for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ]
-        consumer.assign([TopicPartition(tp.topic, tp.partition, self._end(tp)) for tp in self.partitions])
-        self.records: list[Read] = []
-        self.eof_at: dict[tuple[str, int], int] = {}
-
-    def _end(self, tp: TopicPartition) -> int:
-        _low, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-        return int(high)
-
-    def _poll(self) -> None:
-        for msg in self.consumer.consume(num_messages=500, timeout=0.5):
-            error = msg.error()
-            coordinates = (msg.topic() or "", msg.partition() or 0)
-            if error is None:
-                topic = coordinates[0]
-                value = self.serde.decode(topic, msg.value(), schema_topic=self.schema_topics.get(topic))
-                key = msg.key()
-                self.records.append(Read(topic, key.decode() if key else None, value))
-            elif error.code() == KafkaError._PARTITION_EOF:
-                # Reported whenever the consumer reaches the (committed) end of a partition.
-                self.eof_at[coordinates] = msg.offset() or 0
-
-    def catch_up(self, timeout_s: float = 60.0) -> list[Read]:
-        """Read everything written before now (the end offsets are taken at the call)."""
-        ends = {(tp.topic, tp.partition): self._end(tp) for tp in self.partitions}
-
-        def behind() -> list[tuple[str, int]]:
-            return [tp for tp, end in ends.items() if self.eof_at.get(tp, -1) < end]
-
-        deadline = time.monotonic() + timeout_s
-        while behind() and time.monotonic() < deadline:
-            self._poll()
-        assert not behind(), f"could not read to the end of {behind()}: ends {ends}, reached {self.eof_at}"
-        return self.records
-
-    def wait_for(self, predicate: Callable[[Read], bool], count: int, timeout_s: float = 120.0) -> list[Read]:
-        """Read until ``count`` records match (for events published without waiting)."""
-        deadline = time.monotonic() + timeout_s
-        while sum(map(predicate, self.records)) < count and time.monotonic() < deadline:
-            self._poll()
-        return [r for r in self.records if predicate(r)]
-
-    def on(self, topic: str, key: str | None = None) -> list[Read]:
-        return [r for r in self.records if r.topic == topic and (key is None or r.key == key)]
-
-
 @pytest.fixture
-def tail(platform_settings: PlatformSettings, provisioned: AvroSerde) -> Iterator[Callable[..., Tail]]:
-    # Not consumer_factory: its consumers subscribe, and a subscription's pending group join
-    # can later revoke the explicit assignment at the end offsets that these readers need.
-    consumers: list[Consumer] = []
+def tail(provisioned: AvroSerde, topic_tail: Callable[..., TopicTail]) -> Callable[..., TopicTail]:
+    """Readers at the current end of catalogue topics; ``read_uncommitted`` unless told otherwise."""
 
-    def make(*topics: str, isolation: str = "read_uncommitted") -> Tail:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": platform_settings.kafka_bootstrap_servers,
-                "group.id": f"test-ingest-{uuid.uuid4().hex[:10]}",
-                "enable.auto.commit": False,
-                "isolation.level": isolation,
-                "enable.partition.eof": True,
-            }
-        )
-        consumers.append(consumer)
-        return Tail(consumer, provisioned, list(topics), {})
+    def make(*topics: str, isolation: str = "read_uncommitted") -> TopicTail:
+        return topic_tail(topics, isolation=isolation)
 
-    yield make
-    for consumer in consumers:
-        consumer.close()
+    return make
 
 
-def assert_committed(reader: Tail, topic: str, keys: list[str]) -> None:
+def assert_committed(reader: TopicTail, topic: str, keys: list[str]) -> None:
     """The records are visible to read_committed consumers (their transaction committed)."""
     wanted = set(keys)
     seen = reader.wait_for(lambda r: r.topic == topic and r.key in wanted, len(wanted))
@@ -278,7 +116,9 @@ def payload_of(value: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- accepted
 
 
-def test_a_transaction_is_published_exactly_once(ingest: IngestProcess, tail: Callable[..., Tail]) -> None:
+def test_a_transaction_is_published_exactly_once(
+    ingest: ServiceProcess, tail: Callable[..., TopicTail]
+) -> None:
     reader = tail(Topic.PREDICTION_REQUEST, Topic.DATA_INGESTED, Topic.DATA_QUALITY_ISSUES)
     committed = tail(Topic.PREDICTION_REQUEST, isolation="read_committed")
     record = transaction(event_time="2026-02-03T04:05:06.789Z")
@@ -288,14 +128,14 @@ def test_a_transaction_is_published_exactly_once(ingest: IngestProcess, tail: Ca
     assert response.status_code == 202, response.text
     body = response.json()
     reader.catch_up()
-    [published] = reader.on(Topic.PREDICTION_REQUEST, record["transaction_id"])
+    [published] = reader.records(Topic.PREDICTION_REQUEST, record["transaction_id"])
     envelope = published.value["envelope"]
     assert envelope["event_id"] == body["event_ids"][0]
     assert envelope["source"] == "ingest"
     assert envelope["correlation_id"] == envelope["event_id"] and envelope["causation_id"] is None
     assert envelope["event_time"].isoformat() == "2026-02-03T04:05:06.789000+00:00"
     assert payload_of(published.value) == {k: v for k, v in record.items() if k != "event_time"}
-    [summary] = [r for r in reader.on(Topic.DATA_INGESTED) if r.value["batch_id"] == body["batch_id"]]
+    [summary] = [r for r in reader.records(Topic.DATA_INGESTED) if r.value["batch_id"] == body["batch_id"]]
     assert summary.value["event_ids"] == body["event_ids"]
     assert (summary.value["record_type"], summary.value["target_topic"], summary.value["record_count"]) == (
         "transaction",
@@ -303,12 +143,14 @@ def test_a_transaction_is_published_exactly_once(ingest: IngestProcess, tail: Ca
         1,
     )
     assert not [
-        r for r in reader.on(Topic.DATA_QUALITY_ISSUES) if r.value["record_id"] == record["transaction_id"]
+        r
+        for r in reader.records(Topic.DATA_QUALITY_ISSUES)
+        if r.value["record_id"] == record["transaction_id"]
     ]
     assert_committed(committed, Topic.PREDICTION_REQUEST, [record["transaction_id"]])
 
 
-def test_a_batch_lands_completely(ingest: IngestProcess, tail: Callable[..., Tail]) -> None:
+def test_a_batch_lands_completely(ingest: ServiceProcess, tail: Callable[..., TopicTail]) -> None:
     reader = tail(Topic.PREDICTION_REQUEST, Topic.DATA_INGESTED)
     committed = tail(Topic.PREDICTION_REQUEST, isolation="read_committed")
     records = [transaction(i) for i in range(50)]
@@ -322,15 +164,15 @@ def test_a_batch_lands_completely(ingest: IngestProcess, tail: Callable[..., Tai
     assert body["transaction_ids"][0] == records[0]["transaction_id"]
     reader.catch_up()
     for transaction_id, event_id in zip(body["transaction_ids"], body["event_ids"], strict=True):
-        [published] = reader.on(Topic.PREDICTION_REQUEST, transaction_id)
+        [published] = reader.records(Topic.PREDICTION_REQUEST, transaction_id)
         assert published.value["envelope"]["event_id"] == event_id
-    [summary] = [r for r in reader.on(Topic.DATA_INGESTED) if r.value["batch_id"] == body["batch_id"]]
+    [summary] = [r for r in reader.records(Topic.DATA_INGESTED) if r.value["batch_id"] == body["batch_id"]]
     assert summary.value["record_count"] == 50 and summary.value["event_ids"] == body["event_ids"]
     assert_committed(committed, Topic.PREDICTION_REQUEST, body["transaction_ids"])
 
 
 def test_suspicious_values_are_published_with_a_warning(
-    ingest: IngestProcess, tail: Callable[..., Tail]
+    ingest: ServiceProcess, tail: Callable[..., TopicTail]
 ) -> None:
     reader = tail(Topic.PREDICTION_REQUEST, Topic.DATA_QUALITY_ISSUES)
     record = transaction(amount=9000.0, credit_limit=1000.0, amount_avg_30d=1000.0)
@@ -341,9 +183,11 @@ def test_suspicious_values_are_published_with_a_warning(
     [warning] = response.json()["warnings"]
     assert (warning["field"], warning["issue_type"]) == ("amount", "out_of_range")
     reader.catch_up()
-    [published] = reader.on(Topic.PREDICTION_REQUEST, record["transaction_id"])
+    [published] = reader.records(Topic.PREDICTION_REQUEST, record["transaction_id"])
     [issue] = [
-        r for r in reader.on(Topic.DATA_QUALITY_ISSUES) if r.value["record_id"] == record["transaction_id"]
+        r
+        for r in reader.records(Topic.DATA_QUALITY_ISSUES)
+        if r.value["record_id"] == record["transaction_id"]
     ]
     assert issue.value["rejected"] is False and issue.value["field"] == "amount"
     assert issue.value["envelope"]["causation_id"] == published.value["envelope"]["event_id"]
@@ -379,8 +223,8 @@ def test_suspicious_values_are_published_with_a_warning(
     ],
 )
 def test_other_records_are_published(
-    ingest: IngestProcess,
-    tail: Callable[..., Tail],
+    ingest: ServiceProcess,
+    tail: Callable[..., TopicTail],
     path: str,
     body: dict[str, Any],
     topic: str,
@@ -391,7 +235,7 @@ def test_other_records_are_published(
     response = ingest.post(path, {**body, key_field: key})
     assert response.status_code == 202, response.text
     reader.catch_up()
-    [published] = reader.on(topic, key)
+    [published] = reader.records(topic, key)
     assert published.value["envelope"]["event_id"] == response.json()["event_ids"][0]
     assert payload_of(published.value)[key_field] == key
     for name, value in body.items():
@@ -399,7 +243,7 @@ def test_other_records_are_published(
 
 
 def test_without_transactions_a_batch_is_still_published_once(
-    ingest_without_transactions: IngestProcess, tail: Callable[..., Tail]
+    ingest_without_transactions: ServiceProcess, tail: Callable[..., TopicTail]
 ) -> None:
     reader = tail(Topic.PREDICTION_REQUEST, Topic.DATA_INGESTED)
     records = [transaction(i) for i in range(10)]
@@ -408,15 +252,17 @@ def test_without_transactions_a_batch_is_still_published_once(
     body = response.json()
     reader.catch_up()
     for record, event_id in zip(records, body["event_ids"], strict=True):
-        [published] = reader.on(Topic.PREDICTION_REQUEST, record["transaction_id"])
+        [published] = reader.records(Topic.PREDICTION_REQUEST, record["transaction_id"])
         assert published.value["envelope"]["event_id"] == event_id
-    assert [r.value["batch_id"] for r in reader.on(Topic.DATA_INGESTED)].count(body["batch_id"]) == 1
+    assert [r.value["batch_id"] for r in reader.records(Topic.DATA_INGESTED)].count(body["batch_id"]) == 1
 
 
 # --------------------------------------------------------------------------- refused
 
 
-def test_invalid_input_is_refused_and_reported(ingest: IngestProcess, tail: Callable[..., Tail]) -> None:
+def test_invalid_input_is_refused_and_reported(
+    ingest: ServiceProcess, tail: Callable[..., TopicTail]
+) -> None:
     reader = tail(Topic.PREDICTION_REQUEST, Topic.DATA_QUALITY_ISSUES)
     record = transaction(amount=-10.0, hour_of_day=31)
     del record["merchant_category"]
@@ -439,11 +285,11 @@ def test_invalid_input_is_refused_and_reported(ingest: IngestProcess, tail: Call
     }
     # ...and nothing on prediction.request.
     reader.catch_up()
-    assert reader.on(Topic.PREDICTION_REQUEST, record["transaction_id"]) == []
+    assert reader.records(Topic.PREDICTION_REQUEST, record["transaction_id"]) == []
 
 
 def test_a_batch_with_one_bad_record_publishes_nothing(
-    ingest: IngestProcess, tail: Callable[..., Tail]
+    ingest: ServiceProcess, tail: Callable[..., TopicTail]
 ) -> None:
     reader = tail(Topic.PREDICTION_REQUEST)
     records = [transaction(i) for i in range(3)]
@@ -455,14 +301,14 @@ def test_a_batch_with_one_bad_record_publishes_nothing(
     assert "expected one of: pos, online, atm, mobile_app" in error["msg"]
     reader.catch_up()
     assert not [
-        r for r in reader.on(Topic.PREDICTION_REQUEST) if r.key in {t["transaction_id"] for t in records}
+        r for r in reader.records(Topic.PREDICTION_REQUEST) if r.key in {t["transaction_id"] for t in records}
     ]
 
 
 # --------------------------------------------------------------------------- unavailable
 
 
-def test_kafka_unreachable_answers_503(ingest_without_kafka: IngestProcess) -> None:
+def test_kafka_unreachable_answers_503(ingest_without_kafka: ServiceProcess) -> None:
     response = ingest_without_kafka.post("/transactions", transaction())
     assert response.status_code == 503
     assert response.json()["detail"].startswith(f"Kafka unavailable (no metadata from {CLOSED_PORT})")
@@ -473,12 +319,12 @@ def test_kafka_unreachable_answers_503(ingest_without_kafka: IngestProcess) -> N
     assert batch.status_code == 503
     # Validation does not need Kafka: a bad record is still a 422.
     assert ingest_without_kafka.post("/transactions", transaction(amount=-1.0)).status_code == 422
-    ready = httpx.get(f"{ingest_without_kafka.url}/ready", timeout=30)
+    ready = ingest_without_kafka.get("/ready", timeout=30)
     assert ready.status_code == 503 and ready.json()["checks"]["kafka"]["ok"] is False
 
 
 def test_registry_unreachable_answers_503_and_publishes_nothing(
-    ingest_without_registry: IngestProcess, tail: Callable[..., Tail]
+    ingest_without_registry: ServiceProcess, tail: Callable[..., TopicTail]
 ) -> None:
     reader = tail(Topic.PREDICTION_REQUEST)
     record = transaction()
@@ -486,7 +332,7 @@ def test_registry_unreachable_answers_503_and_publishes_nothing(
     assert response.status_code == 503
     assert "schema registry unavailable" in response.json()["detail"]
     reader.catch_up()
-    assert reader.on(Topic.PREDICTION_REQUEST, record["transaction_id"]) == []
+    assert reader.records(Topic.PREDICTION_REQUEST, record["transaction_id"]) == []
 
 
 # --------------------------------------------------------------------------- transactions
