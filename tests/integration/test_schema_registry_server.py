@@ -431,7 +431,7 @@ def test_metrics_and_health(server: RegistryServer, client: SchemaRegistryClient
         assert raw.get(f"{server.root_url}/health").json() == {"status": "UP"}
         ready = raw.get(f"{server.root_url}/ready").json()
         assert ready["status"] == "UP" and ready["topic"] == server.topic
-        text = raw.get(f"{server.root_url}/metrics").text
+    text = server.process.metrics_text()
     assert "schema_registry_schemas " in text
     # One series per route template, whichever of the two mounts served it.
     assert 'endpoint="/subjects/{subject}/versions",method="POST",status="200"' in text
