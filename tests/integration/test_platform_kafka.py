@@ -294,6 +294,58 @@ def test_transactional_loop_commits_outputs_and_offsets_together(
     assert drain(consumer_factory(source, **{"group.id": group}), quiet_s=3) == [], "offsets committed"
 
 
+def test_a_transaction_spans_several_polls_and_an_abort_replays_all_of_them(
+    platform_settings: PlatformSettings,
+    serde: AvroSerde,
+    topic_factory: Callable[..., str],
+    consumer_factory: Callable[..., Consumer],
+) -> None:
+    source, output = topic_factory("eos-span-in", 2), topic_factory("eos-span-out", 2)
+    producer = EventProducer(platform_settings, "test", serde)
+    ids = [f"s-{index}" for index in range(120)]
+    for transaction_id in ids:
+        producer.produce(source, feedback(transaction_id), key=transaction_id, schema_topic=FEEDBACK)
+    producer.flush()
+
+    results_binding = Binding.to(FEEDBACK, output, key="transaction_id")
+    polls = {"handled": 0, "fail_at": 3}
+
+    def transform(records: list[Record], outbox: Outbox) -> None:
+        polls["handled"] += 1
+        for r in records:
+            outbox.emit(results_binding, make_event("test", r.value, cause=r.envelope))
+        # The third poll fails while the transaction already holds two earlier polls'
+        # outputs: all of them are aborted and consumed again, none is lost or doubled.
+        if polls["handled"] == polls["fail_at"]:
+            raise RetryableError("simulated transient failure inside a multi-poll transaction")
+
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    loop = StreamLoop(
+        settings=platform_settings,
+        service="test",
+        group_id=group,
+        inputs=[Binding.to(FEEDBACK, source)],
+        handler=transform,
+        serde=serde,
+        guarantee=Guarantee.EXACTLY_ONCE,
+        transactional_id=f"test-{uuid.uuid4()}",
+        batch_size=10,
+        commit_max_records=50,
+        commit_interval_s=60.0,
+        retry_backoff_s=0.2,
+    )
+    loop.start_in_thread()
+    produced = consume(consumer_factory(output), len(ids), timeout_s=90)
+    loop.stop()
+    loop.join(30)
+
+    results = [serde.decode(output, m.value(), schema_topic=FEEDBACK) for m in produced]
+    assert sorted(r["transaction_id"] for r in results) == sorted(ids), "each input exactly once"
+    assert drain(consumer_factory(output), quiet_s=3)[len(ids) :] == [], "no duplicates after the abort"
+    assert drain(consumer_factory(source, **{"group.id": group}), quiet_s=3) == [], "offsets committed"
+    assert loop.transactions_committed <= polls["handled"] // 2, "transactions held several polls"
+
+
 def test_a_plain_confluent_client_reads_project_events_via_the_registry(
     platform_settings: PlatformSettings,
     serde: AvroSerde,
@@ -310,7 +362,7 @@ def test_a_plain_confluent_client_reads_project_events_via_the_registry(
     registry = SchemaRegistryClient({"url": platform_settings.schema_registry_url})
     consumer = Consumer(
         {
-            "bootstrap.servers": platform_settings.kafka_bootstrap_servers,
+            **platform_settings.common_kafka_config(),
             "group.id": f"ext-{uuid.uuid4()}",
             "auto.offset.reset": "earliest",
         }
@@ -327,7 +379,7 @@ def test_a_plain_confluent_client_reads_project_events_via_the_registry(
     latest = registry.get_latest_version(f"{FEEDBACK}-value")
     serializer = AvroSerializer(registry, latest.schema.schema_str, conf={"auto.register.schemas": False})
     data = serializer(feedback("ext-2"), SerializationContext(FEEDBACK, MessageField.VALUE))
-    plain = Producer({"bootstrap.servers": platform_settings.kafka_bootstrap_servers})
+    plain = Producer(platform_settings.common_kafka_config())
     plain.produce(topic, data)
     plain.flush(30)
     assert serde.decode(topic, data, schema_topic=FEEDBACK)["transaction_id"] == "ext-2"

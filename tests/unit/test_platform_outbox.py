@@ -65,6 +65,9 @@ class FakeProducer:
         self.produced.append(record)
         self._waiting.append((record, on_delivery))
 
+    def enqueue(self, record: Encoded) -> None:
+        self.produced.append(record)
+
     def poll(self, _timeout_s: float = 0.0) -> int:
         if self.silent:
             return 0
@@ -127,7 +130,7 @@ def test_send_enqueues_without_waiting() -> None:
     producer = FakeProducer(silent=True)
     box = outbox(producer)
     box.emit(RESULTS, {"transaction_id": "t-1"})
-    box.send()
+    assert box.send() == {RESULTS.topic: 1}
     assert len(producer.produced) == 1 and len(box) == 0
 
 
@@ -156,3 +159,32 @@ def test_service_bindings_find_inputs_by_topic() -> None:
     assert bindings.contracts_consumed() == {"prediction.feedback"}
     with pytest.raises(ContractError):
         bindings.consumed("prediction.feedback")
+
+
+def test_rollback_after_a_delivery_drops_only_what_is_still_kept() -> None:
+    producer = FakeProducer()
+    box = outbox(producer)
+    box.emit(RESULTS, {"transaction_id": "before"})
+    mark = box.mark()
+    box.emit(RESULTS, {"transaction_id": "delivered"})
+    box.deliver()
+    after = box.mark()
+    box.emit(RESULTS, {"transaction_id": "kept-then-dropped"})
+    box.rollback(mark)
+    assert len(box) == 0, "a mark taken before a delivery still drops what was emitted after it"
+    box.emit(RESULTS, {"transaction_id": "kept"})
+    box.rollback(after + 1)
+    box.deliver()
+    assert [r.key for r in producer.produced] == [b"before", b"delivered", b"kept"]
+
+
+def test_deliver_each_reports_every_record() -> None:
+    producer = FakeProducer(refuse={Topic.SYSTEM_ALERTS.value})
+    box = outbox(producer)
+    box.emit(RESULTS, {"transaction_id": "t-1"})
+    box.emit(Topic.SYSTEM_ALERTS.value, {"a": 1})
+    outcomes = box.deliver_each()
+    assert outcomes[0] is None and outcomes[1] is not None and "broker said no" in outcomes[1]
+    silent = outbox(FakeProducer(silent=True))
+    silent.emit(RESULTS, {"transaction_id": "t-2"})
+    assert silent.deliver_each(timeout_s=0.1) == ["no acknowledgement from Kafka in time"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -118,8 +118,18 @@ class GroupConsumer:
     def topics(self) -> list[str]:
         return list(self.inputs)
 
-    def subscribe(self) -> None:
-        self.kafka.subscribe(self.topics)
+    def subscribe(
+        self,
+        on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+        on_lost: Callable[[list[TopicPartition]], None] | None = None,
+    ) -> None:
+        """Join the group; ``on_revoke`` / ``on_lost`` run (inside ``poll``) before partitions move."""
+        callbacks: dict[str, Any] = {}
+        if on_revoke is not None:
+            callbacks["on_revoke"] = lambda _consumer, partitions: on_revoke(partitions)
+        if on_lost is not None:
+            callbacks["on_lost"] = lambda _consumer, partitions: on_lost(partitions)
+        self.kafka.subscribe(self.topics, **callbacks)
 
     def close(self) -> None:
         self.kafka.close()

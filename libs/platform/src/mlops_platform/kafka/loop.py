@@ -8,7 +8,13 @@ outputs and confirms them before the input offsets move:
   acknowledged, then the offsets are committed. A crash in between replays the batch.
 - ``Guarantee.EXACTLY_ONCE``: outputs, dead letters and the consumed offsets are one
   Kafka transaction (``send_offsets_to_transaction``). A crash aborts it; read_committed
-  readers never see partial output and the batch is consumed again.
+  readers never see partial output and the batch is consumed again. With
+  ``commit_max_records`` / ``commit_interval_s`` a transaction spans several polls while
+  a backlog is drained (committed once it holds that many records or is that old, or as
+  soon as a poll comes back short, i.e. the loop caught up): a commit costs several
+  broker round trips, so at saturation fewer, larger transactions carry more events per
+  second, and a flowing stream below capacity still commits every poll. Partitions about
+  to be revoked commit the open transaction first.
 
 A record that cannot be decoded, or that makes the handler raise, goes to the
 service's dead-letter topic with the reason in its headers: a failed batch is replayed
@@ -23,6 +29,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
@@ -72,6 +79,15 @@ class _Retry(Exception):
     pass
 
 
+class _OpenTransaction:
+    """An exactly-once loop's transaction in progress: the polls it holds and what it produced."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.messages: list[Message] = []
+        self.produced: Counter[str] = Counter()
+
+
 class StreamLoop:
     """A consumer-group member that hands batches to a handler and checkpoints its outputs.
 
@@ -99,6 +115,8 @@ class StreamLoop:
         consumer_overrides: Mapping[str, Any] | None = None,
         producer_overrides: Mapping[str, Any] | None = None,
         stop: StopSignal | None = None,
+        commit_max_records: int | None = None,
+        commit_interval_s: float = 0.0,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -137,6 +155,11 @@ class StreamLoop:
             )
             self._owns_producer = producer is None
         self.dead_letters = DeadLetters(service, dead_letter_topic)
+        self.batch_size = batch_size
+        # Exactly-once only: how large / old a transaction may grow over several polls.
+        self.commit_max_records = max(commit_max_records or batch_size, 1)
+        self.commit_interval_s = commit_interval_s
+        self._open: _OpenTransaction | None = None
         self.checkpoints = 0
         self.error: BaseException | None = None
         self.ready = threading.Event()
@@ -191,7 +214,7 @@ class StreamLoop:
         """Consume until stopped (blocking)."""
         if self.guarantee is Guarantee.EXACTLY_ONCE:
             self.producer.raw.init_transactions(self._kafka_timeout_s)
-        self.consumer.subscribe()
+        self.consumer.subscribe(on_revoke=self._before_revoke, on_lost=self._on_lost)
         self.ready.set()
         log.info(
             "stream_loop_started", group=self.group_id, topics=self.topics, guarantee=self.guarantee.value
@@ -202,6 +225,10 @@ class StreamLoop:
                 self.consumer.report_lag()
                 if messages:
                     self._checkpoint(messages)
+                elif self._open is not None:
+                    self._commit_open()
+            if self._open is not None:
+                self._commit_open()
         finally:
             if self._owns_producer:
                 self.producer.flush()
@@ -213,16 +240,17 @@ class StreamLoop:
     def _checkpoint(self, messages: list[Message]) -> None:
         started = time.perf_counter()
         if self.guarantee is Guarantee.EXACTLY_ONCE:
-            done = self._checkpoint_transaction(messages)
-        else:
-            done = self._checkpoint_acknowledged(messages)
-        if not done:
+            self._add_to_transaction(messages, started)
             return
+        if self._checkpoint_acknowledged(messages):
+            self._count_done(messages, time.perf_counter() - started)
+
+    def _count_done(self, messages: Sequence[Message], seconds: float) -> None:
         self.checkpoints += 1
-        topic = messages[0].topic() or ""
-        for msg in messages:
-            self.metrics.events_consumed.labels(self.service, msg.topic() or "").inc()
-        self.metrics.processing_seconds.labels(self.service, topic).observe(time.perf_counter() - started)
+        # One labelled increment per topic, not one per record.
+        for topic, count in Counter(msg.topic() or "" for msg in messages).items():
+            self.metrics.events_consumed.labels(self.service, topic).inc(count)
+        self.metrics.processing_seconds.labels(self.service, messages[0].topic() or "").observe(seconds)
 
     def _checkpoint_acknowledged(self, messages: list[Message]) -> bool:
         outbox = Outbox(self.producer)
@@ -247,32 +275,78 @@ class StreamLoop:
             return False
         return True
 
-    def _checkpoint_transaction(self, messages: list[Message]) -> bool:
+    def _add_to_transaction(self, messages: list[Message], started: float) -> None:
+        """Handle a poll inside the open transaction (begun here if none is); commit when due."""
         producer = self.producer.raw
-        producer.begin_transaction()
+        if self._open is None:
+            producer.begin_transaction()
+            self._open = _OpenTransaction(started)
         outbox = Outbox(self.producer)
         try:
             self._handle(messages, outbox)
-            outbox.send()
-            producer.send_offsets_to_transaction(
-                next_offsets(messages), self.consumer.kafka.consumer_group_metadata(), self._kafka_timeout_s
-            )
-            producer.commit_transaction(self._kafka_timeout_s)
+            self._open.produced.update(outbox.send())
         except (_Retry, *_TRANSIENT) as exc:
             outbox.discard()
             self._abort_and_rewind(f"transient failure: {exc}")
             self.stop_signal.wait(self.retry_backoff_s)
-            return False
+            return
         except KafkaException as exc:
             outbox.discard()
-            error = kafka_error(exc)
-            if error is not None and error.fatal():
-                raise  # fenced by a newer instance with our transactional.id: stop
-            self._abort_and_rewind(f"kafka error: {exc}")
+            self._fail_transaction(exc)
+            return
+        self._open.messages.extend(messages)
+        caught_up = len(messages) < self.batch_size
+        if (
+            caught_up
+            or len(self._open.messages) >= self.commit_max_records
+            or time.perf_counter() - self._open.started >= self.commit_interval_s
+            or self.stop_signal.is_set()
+        ):
+            self._commit_open()
+
+    def _commit_open(self) -> bool:
+        """Commit the open transaction: its outputs with the offsets of every poll it holds."""
+        txn, producer = self._open, self.producer.raw
+        if txn is None:
+            return True
+        try:
+            if txn.messages:
+                producer.send_offsets_to_transaction(
+                    next_offsets(txn.messages),
+                    self.consumer.kafka.consumer_group_metadata(),
+                    self._kafka_timeout_s,
+                )
+            producer.commit_transaction(self._kafka_timeout_s)
+        except KafkaException as exc:
+            self._fail_transaction(exc)
             return False
+        self._open = None
+        if txn.messages:
+            for topic, count in txn.produced.items():
+                self.metrics.events_produced.labels(self.service, topic).inc(count)
+            self._count_done(txn.messages, time.perf_counter() - txn.started)
         return True
 
+    def _fail_transaction(self, exc: KafkaException) -> None:
+        error = kafka_error(exc)
+        if error is not None and error.fatal():
+            self._open = None
+            raise exc  # fenced by a newer instance with our transactional.id: stop
+        self._abort_and_rewind(f"kafka error: {exc}")
+
+    def _before_revoke(self, _partitions: Sequence[Any]) -> None:
+        # The open transaction holds outputs of partitions about to move: commit them
+        # while this member still owns them (a failed commit aborts and rewinds).
+        if self._open is not None:
+            self._commit_open()
+
+    def _on_lost(self, _partitions: Sequence[Any]) -> None:
+        # Another member may already own them: the open transaction must not commit.
+        if self._open is not None:
+            self._abort_and_rewind("partitions lost")
+
     def _abort_and_rewind(self, reason: str) -> None:
+        self._open = None
         log.warning("transaction_aborted", reason=reason)
         try:
             self.producer.raw.abort_transaction(self._kafka_timeout_s)

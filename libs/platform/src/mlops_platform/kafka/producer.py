@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -169,6 +170,22 @@ class EventProducer:
                 # Local queue full: serve delivery reports to make room, then retry.
                 self._producer.poll(0.1)
 
+    def enqueue(self, record: Encoded) -> None:
+        """Enqueue an encoded record with no delivery callback and no counting.
+
+        For transactional output, which the commit confirms as a whole: the caller counts
+        the records once the transaction committed (a Python callback per record costs
+        more than producing it).
+        """
+        while True:
+            try:
+                self._producer.produce(
+                    record.topic, value=record.value, key=record.key, headers=record.headers
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+
     def publish(
         self,
         target: Target,
@@ -233,6 +250,7 @@ class _Acks:
         self.expected = expected
         self.results: list[tuple[int, int] | None] = [None] * expected
         self.failures: list[str] = []
+        self.errors: dict[int, str] = {}
         self.settled = 0
 
     def callback(self, index: int) -> DeliveryCallback:
@@ -242,7 +260,8 @@ class _Acks:
                 if err is None:
                     self.results[index] = (msg.partition() or 0, msg.offset() or 0)
                 else:
-                    self.failures.append(f"{msg.topic()}: {err.str()}")
+                    self.errors[index] = f"{msg.topic()}: {err.str()}"
+                    self.failures.append(self.errors[index])
 
         return done
 
@@ -258,12 +277,14 @@ class Outbox:
     the event) and keeps the record; nothing reaches Kafka until :meth:`deliver` (wait
     for every acknowledgement) or :meth:`send` (enqueue only: inside a Kafka
     transaction the commit confirms). :meth:`mark` / :meth:`rollback` drop what was
-    emitted since a point, so a failed attempt leaves nothing behind.
+    emitted since a point and is still kept, so a failed attempt leaves nothing behind
+    (what was delivered in between is out and stays out).
     """
 
     def __init__(self, producer: EventProducer) -> None:
         self.producer = producer
         self._records: list[Encoded] = []
+        self._handed_over = 0  # records taken out before the kept ones: marks count from the start
 
     def __len__(self) -> int:
         return len(self._records)
@@ -292,10 +313,12 @@ class Outbox:
         self._records.append(record)
 
     def mark(self) -> int:
-        return len(self._records)
+        """A point to roll back to: counts every record emitted so far, delivered or kept."""
+        return self._handed_over + len(self._records)
 
     def rollback(self, mark: int) -> None:
-        del self._records[mark:]
+        """Drop the kept records emitted after ``mark``."""
+        del self._records[max(mark - self._handed_over, 0) :]
 
     def discard(self) -> None:
         self._records.clear()
@@ -303,12 +326,20 @@ class Outbox:
     def take(self) -> list[Encoded]:
         """Hand the kept records over (the outbox is empty afterwards)."""
         records, self._records = self._records, []
+        self._handed_over += len(records)
         return records
 
-    def send(self) -> None:
-        """Enqueue every kept record without waiting (a transaction's commit confirms them)."""
+    def send(self) -> Counter[str]:
+        """Enqueue every kept record without waiting (a transaction's commit confirms them).
+
+        Returns how many records went to each topic: the caller counts them as produced
+        once the commit confirmed them.
+        """
+        sent: Counter[str] = Counter()
         for record in self.take():
-            self.producer.produce_encoded(record)
+            self.producer.enqueue(record)
+            sent[record.topic] += 1
+        return sent
 
     def deliver(self, timeout_s: float | None = None) -> list[tuple[int, int]]:
         """Produce every kept record and wait until the broker acknowledged each one.
@@ -318,15 +349,7 @@ class Outbox:
         :class:`PublishError` when the broker refused a record; either way the
         outbox is empty afterwards (the caller retries the unit of work).
         """
-        records = self.take()
-        if not records:
-            return []
-        acks = _Acks(len(records))
-        for index, record in enumerate(records):
-            self.producer.produce_encoded(record, acks.callback(index))
-        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.producer.timeout_s)
-        while not acks.complete and time.monotonic() < deadline:
-            self.producer.poll(0.05)
+        acks = self._produce_and_wait(timeout_s)
         if not acks.complete:
             raise KafkaUnavailable(
                 f"Kafka did not acknowledge {acks.expected - acks.settled} of {acks.expected} records in time"
@@ -336,6 +359,29 @@ class Outbox:
                 f"Kafka refused {len(acks.failures)} of {acks.expected} records: {acks.failures[0]}"
             )
         return [result or (0, 0) for result in acks.results]
+
+    def deliver_each(self, timeout_s: float | None = None) -> list[str | None]:
+        """Like :meth:`deliver`, but report each record: None when stored, else why not.
+
+        For callers that handle a partial refusal record by record instead of retrying
+        the whole unit of work.
+        """
+        acks = self._produce_and_wait(timeout_s)
+        unanswered = "no acknowledgement from Kafka in time"
+        return [
+            acks.errors.get(index) or (None if result is not None else unanswered)
+            for index, result in enumerate(acks.results)
+        ]
+
+    def _produce_and_wait(self, timeout_s: float | None) -> _Acks:
+        records = self.take()
+        acks = _Acks(len(records))
+        for index, record in enumerate(records):
+            self.producer.produce_encoded(record, acks.callback(index))
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.producer.timeout_s)
+        while not acks.complete and time.monotonic() < deadline:
+            self.producer.poll(0.05)
+        return acks
 
 
 def encode_all(producer: EventProducer, outputs: Sequence[Output]) -> list[Encoded]:
