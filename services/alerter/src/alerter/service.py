@@ -219,22 +219,20 @@ class AlerterService:
     async def _publish(self, events: list[dict[str, Any]]) -> list[str | None]:
         """Publish to the alerts topic and wait for the acknowledgements; one error (or None) per event.
 
-        The events are confirmed together, in one outbox. The platform's outbox reports
-        a failure for the whole set, not per record, so when Kafka refuses any of them
-        every event carries the error. Callers stay safe: an event that reached the topic
-        after all is recognised by its event id and is not sent twice.
+        Every event is encoded before anything is sent (an encoding failure fails them
+        all, with nothing written); then each reports its own outcome, so a partial
+        refusal sends only the refused ones to the caller's fallback.
         """
         try:
-            await run_in_threadpool(self._deliver, events)
-        except PlatformError as exc:  # encoding (the registry), refusal, or no acknowledgement in time
+            return await run_in_threadpool(self._deliver, events)
+        except PlatformError as exc:  # encoding needs the registry
             return [str(exc)] * len(events)
-        return [None] * len(events)
 
-    def _deliver(self, events: list[dict[str, Any]]) -> None:
+    def _deliver(self, events: list[dict[str, Any]]) -> list[str | None]:
         outbox = Outbox(self.runtime.producer)
         for event in events:
             outbox.emit(self.settings.alerts, event)  # keyed by dedup_key (the binding's key field)
-        outbox.deliver()
+        return outbox.deliver_each()
 
     # ------------------------------------------------------------------ health
 
