@@ -11,9 +11,9 @@ from __future__ import annotations
 import socket
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlops_platform.bindings import ServiceBindings
@@ -39,9 +39,23 @@ class PlatformSettings(BaseSettings):
         validation_alias="KAFKA_CLIENT_EXTRA",
         description="Extra librdkafka properties (JSON), e.g. security settings.",
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: str = Field("SCRAM-SHA-512", validation_alias="KAFKA_SASL_MECHANISM")
+    kafka_sasl_username: str | None = Field(
+        None, validation_alias="KAFKA_SASL_USERNAME", description="The Kafka principal (User:<name>)."
+    )
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias="KAFKA_SASL_PASSWORD")
     schema_registry_url: str = Field(
         "http://127.0.0.1:8081/apis/ccompat/v7", validation_alias="SCHEMA_REGISTRY_URL"
     )
+    schema_registry_username: str | None = Field(
+        None,
+        validation_alias="SCHEMA_REGISTRY_USERNAME",
+        description="HTTP basic auth user for the registry (needed to register or change schemas).",
+    )
+    schema_registry_password: SecretStr | None = Field(None, validation_alias="SCHEMA_REGISTRY_PASSWORD")
     mlflow_tracking_uri: str = Field("http://127.0.0.1:5000", validation_alias="MLFLOW_TRACKING_URI")
     schemas_dir: Path = Field(default_factory=_find_schemas_dir, validation_alias="SCHEMAS_DIR")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
@@ -56,9 +70,28 @@ class PlatformSettings(BaseSettings):
         None, validation_alias="API_KEYS_FILE", description="A JSON file with more API key entries."
     )
 
+    @property
+    def kafka_uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    def kafka_security_config(self) -> dict[str, Any]:
+        """librdkafka security properties (protocol, SASL mechanism and credentials)."""
+        config: dict[str, Any] = {"security.protocol": self.kafka_security_protocol.lower()}
+        if self.kafka_uses_sasl:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            if self.kafka_sasl_username is not None:
+                config["sasl.username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        return config
+
     def common_kafka_config(self) -> dict[str, Any]:
-        """librdkafka properties every client shares."""
-        return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_client_extra}
+        """librdkafka properties every client shares: the brokers and the credentials."""
+        return {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            **self.kafka_security_config(),
+            **self.kafka_client_extra,
+        }
 
     def producer_config(self, client_id: str, **overrides: Any) -> dict[str, Any]:
         """Idempotent, fully acknowledged producer: no duplicates or reordering on retry."""
@@ -92,7 +125,14 @@ class PlatformSettings(BaseSettings):
         return self.common_kafka_config()
 
     def registry_config(self) -> dict[str, Any]:
-        return {"url": self.schema_registry_url}
+        """SchemaRegistryClient configuration; basic auth when registry credentials are set."""
+        config: dict[str, Any] = {"url": self.schema_registry_url}
+        if self.schema_registry_username:
+            password = (
+                self.schema_registry_password.get_secret_value() if self.schema_registry_password else ""
+            )
+            config["basic.auth.user.info"] = f"{self.schema_registry_username}:{password}"
+        return config
 
 
 class ServiceSettings(PlatformSettings):
