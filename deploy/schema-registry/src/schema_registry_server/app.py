@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schema_registry_server import __version__
 from schema_registry_server.api import COMPAT_PREFIX, MEDIA_TYPE, router
+from schema_registry_server.auth import WriteAuth
 from schema_registry_server.errors import RegistryError
 from schema_registry_server.metrics import Metrics
 from schema_registry_server.registry import RegistryCounts, SchemaRegistry
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.topic,
             replication_factor=settings.topic_replication_factor,
             timeout_seconds=settings.kafka_timeout_seconds,
+            security=settings.kafka_security_config(),
         )
         registry = SchemaRegistry(schema_log, settings.default_compatibility)
         log.info(
@@ -74,7 +76,14 @@ def create_app(settings: Settings) -> FastAPI:
             kafka=settings.kafka_bootstrap_servers,
             topic=settings.topic,
             default_compatibility=settings.default_compatibility.value,
+            kafka_principal=settings.kafka_sasl_username,
+            write_auth=settings.write_auth_enabled,
         )
+        if not settings.write_auth_enabled:
+            log.warning(
+                "schema_registry_writes_unauthenticated",
+                reason="SCHEMA_REGISTRY_AUTH_USERNAME/PASSWORD not set: anyone can register or delete",
+            )
         try:
             await run_in_threadpool(bootstrap, schema_log, registry, settings.startup_timeout_seconds)
         except Exception as exc:
@@ -129,6 +138,21 @@ def create_app(settings: Settings) -> FastAPI:
             for error in exc.errors()
         )
         return _error(422, 422, f"Invalid request: {problems}")
+
+    write_auth = WriteAuth(settings.auth_username, settings.auth_password)
+
+    @app.middleware("http")
+    async def authenticate_writes(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """State-changing requests need the registry's basic-auth credentials (401 otherwise)."""
+        refusal = write_auth.refusal(request.method, request.url.path, request.headers.get("authorization"))
+        if refusal is not None:
+            log.warning("write_refused", method=request.method, path=request.url.path, reason=refusal)
+            response = _error(401, 40101, refusal)
+            response.headers["WWW-Authenticate"] = 'Basic realm="schema-registry"'
+            return response
+        return await call_next(request)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -64,8 +64,11 @@ class KafkaSchemaLog:
         *,
         replication_factor: int = 1,
         timeout_seconds: float = 10.0,
+        security: dict[str, Any] | None = None,
     ) -> None:
         self.topic = topic
+        # security.protocol / SASL properties; kept out of every log line.
+        self._security = dict(security or {})
         self._bootstrap = bootstrap_servers
         self._replication_factor = replication_factor
         self._timeout = timeout_seconds
@@ -83,6 +86,7 @@ class KafkaSchemaLog:
             "logger": _KAFKA_LOGGER,
             "socket.timeout.ms": int(self._timeout * 1000),
             "client.id": "local-schema-registry",
+            **self._security,
         }
 
     def ensure_topic(self) -> None:
