@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -55,6 +56,19 @@ TABLES = (
 )
 
 
+def faust_credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """aiokafka's SASL credentials from the shared Kafka settings (None: PLAINTEXT)."""
+    if not settings.kafka_uses_sasl:
+        return None
+    password = settings.kafka_sasl_password
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=password.get_secret_value() if password is not None else None,
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=ssl.create_default_context() if settings.kafka_security_protocol == "SASL_SSL" else None,
+    )
+
+
 def build_faust_app(settings: Settings) -> faust.App:
     """The Faust app: its id is the consumer group and the prefix of its internal topics."""
     settings.faust_datadir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +87,8 @@ def build_faust_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset=settings.auto_offset_reset,
         broker_commit_interval=settings.commit_interval_s,
         broker_client_id=f"{settings.service_name}-{settings.instance_id}",
+        # The same principal as the service's confluent-kafka clients (shared settings).
+        broker_credentials=faust_credentials(settings),
         producer_acks=-1,
         # Table keys and values are JSON documents in their changelogs.
         table_key_serializer="json",
