@@ -47,7 +47,7 @@ run: bootstrap ## the product: start the constellation and run the live demo sce
 	@$(OPS) run
 
 provision: bootstrap ## create missing topics and register schemas (idempotent)
-	@$(PY) -m mlops_platform.provision apply
+	@$(STACK) provision
 
 check-schemas: bootstrap ## test every local .avsc against the registry's latest version
 	@$(PY) -m mlops_platform.provision check

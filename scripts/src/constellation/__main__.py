@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 #: command -> (module whose ``main(argv)`` runs it, one line of help).
@@ -16,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("constellation.bench", "scoring benchmark: pipeline vs naive per-event vs raw Kafka pipe"),
     "bootstrap-model": ("constellation.bootstrap_model", "train and register the first @champion model"),
     "catalogue": ("constellation.catalogue", "write or check the files generated from schemas/services.yaml"),
+    "acls": ("constellation.acls", "the Kafka ACLs derived from the service catalogue (show, apply)"),
 }
 
 
@@ -37,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    # Operator commands act as the local stack's admin (Kafka) and registry writer, unless
+    # the environment names its own credentials (compose, another cluster).
+    from constellation.credentials import export_operator_env
+
+    export_operator_env(os.environ)
     module = importlib.import_module(COMMANDS[command][0])
     return int(module.main(rest) or 0)
 

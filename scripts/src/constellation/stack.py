@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from constellation import ROOT
+from constellation import ROOT, acls, credentials
 from constellation.processes import http_json, http_ok, http_post, launch, port_open, tail, wait_until
 from mlops_platform.service_catalogue import ServiceSpec, load_services
 from mlops_platform.settings import PlatformSettings
@@ -91,15 +91,36 @@ class StackError(RuntimeError):
     """A component failed to install or start; the message says which and where its log is."""
 
 
+def stack_credentials() -> credentials.StackCredentials:
+    """The stack's passwords (generated on first use into .stack/credentials.json, 0600)."""
+    return credentials.ensure([spec.name for spec in SERVICES], credentials.credentials_path(STATE))
+
+
 def platform_env() -> dict[str, str]:
-    """Connection settings every process of the stack gets."""
+    """Connection settings every process of the stack gets: admin on Kafka, the registry writer.
+
+    Services do not keep these: :func:`start_service` gives each its own principal.
+    """
     env = dict(os.environ)
     env.setdefault("KAFKA_BOOTSTRAP_SERVERS", KAFKA_BOOTSTRAP)
     env.setdefault("SCHEMA_REGISTRY_URL", REGISTRY_URL)
     env.setdefault("MLFLOW_TRACKING_URI", MLFLOW_URL)
     env.setdefault("SCHEMAS_DIR", str(ROOT / "schemas"))
     env.setdefault("STACK_DIR", str(STATE))
+    credentials.export_operator_env(env, credentials.credentials_path(STATE))
     return env
+
+
+def admin_settings() -> PlatformSettings:
+    """Settings of an admin client of this stack's Kafka (provisioning, ACLs, probes)."""
+    env = platform_env()
+    return PlatformSettings(
+        kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+        kafka_security_protocol=env.get("KAFKA_SECURITY_PROTOCOL", credentials.SECURITY_PROTOCOL),
+        kafka_sasl_mechanism=env.get("KAFKA_SASL_MECHANISM", credentials.SASL_MECHANISM),
+        kafka_sasl_username=env.get("KAFKA_SASL_USERNAME"),
+        kafka_sasl_password=env.get("KAFKA_SASL_PASSWORD"),
+    )
 
 
 # --------------------------------------------------------------------------- processes
@@ -230,15 +251,28 @@ def _java() -> str:
 
 def start_kafka() -> None:
     if _kafka_ready():
-        print(f"  kafka: running on {KAFKA_BOOTSTRAP}")
+        print(f"  kafka: running on {KAFKA_BOOTSTRAP} (SASL/SCRAM, ACLs)")
         return
     libs = install_kafka()
     data = KAFKA_HOME / "data"
+    # Formatted by an older stack without SCRAM users: the broker could not authenticate itself.
+    if (data / "meta.properties").exists() and not (data / SCRAM_MARKER).exists():
+        raise StackError(
+            f"kafka: {data} was formatted without SASL/SCRAM users (an older stack); stop the stack "
+            f"and remove that folder (`make stack-down && rm -rf {data}`), then start again"
+        )
+    admin_password = stack_credentials().admin_password
     config = KAFKA_HOME / "server.properties"
     template = string.Template((ROOT / "deploy" / "kafka" / "server.properties.template").read_text())
+    config.touch(mode=0o600)
+    config.chmod(0o600)
     config.write_text(
         template.substitute(
-            host=HOST, port=PORTS["kafka"], controller_port=PORTS["kafka-controller"], data_dir=data
+            host=HOST,
+            port=PORTS["kafka"],
+            controller_port=PORTS["kafka-controller"],
+            data_dir=data,
+            admin_password=admin_password,
         )
     )
     classpath = f"{libs}/*"
@@ -272,6 +306,10 @@ def start_kafka() -> None:
                 "-c",
                 str(config),
                 "--ignore-formatted",
+                # The broker's own identity must exist before it starts: it authenticates
+                # inter-broker connections as admin. Services' users come later (secure_kafka).
+                "--add-scram",
+                f"SCRAM-SHA-512=[name={credentials.ADMIN},password={admin_password}]",
             ],
             capture_output=True,
             text=True,
@@ -281,6 +319,7 @@ def start_kafka() -> None:
             raise StackError(
                 f"kafka: formatting the KRaft storage failed:\n{formatted.stdout}{formatted.stderr}"
             )
+        (data / SCRAM_MARKER).write_text("SCRAM-SHA-512 admin added at format time\n")
     heap = os.environ.get("KAFKA_HEAP_OPTS", "-Xms256m -Xmx1g")
     spawn(
         "kafka",
@@ -301,16 +340,25 @@ def start_kafka() -> None:
     print(f"  kafka: started on {KAFKA_BOOTSTRAP} (logs {LOGS / 'kafka'})")
 
 
+SCRAM_MARKER = ".scram-users"
+
+
 def _kafka_ready() -> bool:
     if not port_open(PORTS["kafka"], HOST):
         return False
     from confluent_kafka.admin import AdminClient
 
     try:
-        AdminClient({"bootstrap.servers": KAFKA_BOOTSTRAP}).list_topics(timeout=2)
+        AdminClient(admin_settings().admin_config()).list_topics(timeout=2)
     except Exception:
         return False
     return True
+
+
+def secure_kafka() -> None:
+    """Each catalogue service's SCRAM user and the ACLs the catalogue implies (idempotent)."""
+    summary = acls.provision_security(admin_settings(), SERVICES, stack_credentials().kafka)
+    print(f"  kafka: {summary} (python -m constellation acls show)")
 
 
 # --------------------------------------------------------------------------- registry + mlflow
@@ -323,6 +371,11 @@ def start_registry() -> None:
         return
     env = platform_env()
     env.update(SCHEMA_REGISTRY_HOST=HOST, SCHEMA_REGISTRY_PORT=str(PORTS["schema-registry"]))
+    # Writes (register, delete, config) need these credentials; reads stay open.
+    env.update(
+        SCHEMA_REGISTRY_AUTH_USERNAME=credentials.REGISTRY_WRITER,
+        SCHEMA_REGISTRY_AUTH_PASSWORD=stack_credentials().registry_password,
+    )
     spawn("schema-registry", [PYTHON, "-m", "schema_registry_server"], env)
     wait_for("schema-registry", lambda: http_ok(url), 60)
     print(f"  schema-registry: started on {REGISTRY_URL}")
@@ -658,6 +711,10 @@ def start_service(spec: ServiceSpec, index: int = 1, timeout_s: float = 120) -> 
         print(f"  {name}: running on http://{HOST}:{port}")
         return
     env = platform_env()
+    # Its own Kafka principal (limited by the catalogue's ACLs); services only read schemas.
+    env.update(stack_credentials().kafka_env(spec.name))
+    for variable in credentials.REGISTRY_CREDENTIAL_VARS:
+        env.pop(variable, None)
     env[f"{spec.env_prefix}HTTP_HOST"] = HOST
     env[f"{spec.env_prefix}HTTP_PORT"] = str(port)
     env[f"{spec.env_prefix}INSTANCE_ID"] = f"{name}@{socket.gethostname()}"
@@ -712,7 +769,11 @@ INFRA = ["kafka", "schema-registry", "mlflow", "alertmanager", "prometheus"]
 
 def up(infra_only: bool) -> None:
     print("Starting the local stack...")
+    stack_credentials()
+    # In-process operator work (the demo, bootstrap) acts as admin too.
+    credentials.export_operator_env(os.environ, credentials.credentials_path(STATE))
     start_kafka()
+    secure_kafka()
     start_registry()
     start_mlflow()
     provision()
