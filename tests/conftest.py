@@ -4,6 +4,10 @@ Integration and end-to-end tests talk to the real local stack (Kafka, schema
 registry, MLflow) started by ``make stack-up`` (``make test`` does it first) or to
 the cluster named by ``KAFKA_BOOTSTRAP_SERVERS`` / ``SCHEMA_REGISTRY_URL`` /
 ``MLFLOW_TRACKING_URI``. When a dependency is missing they fail loudly; they never skip.
+The local stack runs Kafka with SASL/SCRAM and ACLs and a registry that wants credentials
+for writes: unless the environment names its own (``KAFKA_SASL_USERNAME``,
+``SCHEMA_REGISTRY_USERNAME``), the tests and every process they start act as the stack's
+admin and registry writer, read from its credentials file (``$STACK_DIR/credentials.json``).
 Each test gets fresh topic names and consumer groups (uuid4), so tests never see
 each other's data.
 """
@@ -11,6 +15,7 @@ each other's data.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -19,6 +24,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer
 
+from constellation import credentials
 from mlops_platform.contracts import load_catalogue
 from mlops_platform.kafka import create_topic, kafka_reachable
 from mlops_platform.serde import AvroSerde
@@ -28,6 +34,21 @@ from tests.support.topics import TopicTail, consume, drain
 
 # Older tests import these readers from here; they live in tests/support/topics.py.
 __all__ = ["consume", "drain"]
+
+# Before any settings are read: the shared connection variables carry the admin's credentials,
+# so PlatformSettings() here and in every spawned process (services, provisioning) use them.
+credentials.export_operator_env(os.environ)
+
+
+@pytest.fixture(scope="session")
+def stack_credentials() -> credentials.StackCredentials:
+    """The local stack's passwords (its per-service Kafka principals, for the ACL tests)."""
+    found = credentials.load()
+    if found is None:
+        pytest.fail(
+            f"no credentials file at {credentials.credentials_path()}: run `make stack-up`", pytrace=False
+        )
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +116,7 @@ def consumer_factory(platform_settings: PlatformSettings, kafka: str) -> Iterato
 
     def make(*topics: str, isolation: str = "read_committed", **overrides: Any) -> Consumer:
         config = {
-            "bootstrap.servers": platform_settings.kafka_bootstrap_servers,
+            **platform_settings.common_kafka_config(),
             "group.id": f"test-{uuid.uuid4().hex[:10]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,

@@ -8,7 +8,6 @@ uuid-named schemas topic, so it never collides with a shared stack. Kafka must b
 from __future__ import annotations
 
 import json
-import os
 import signal
 import uuid
 from collections.abc import Iterator
@@ -25,12 +24,15 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from mlops_platform.settings import PlatformSettings
 from tests.support.processes import ServiceLauncher, ServiceProcess
 from tests.support.topics import consume
 
 pytestmark = pytest.mark.integration
 
-BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+# Brokers and credentials from the shared settings (the stack's admin, see tests/conftest.py).
+KAFKA_CONFIG = PlatformSettings().common_kafka_config()
+BOOTSTRAP = str(KAFKA_CONFIG["bootstrap.servers"])
 COMPAT_PATH = "/apis/ccompat/v7"
 # Hang guards only (the tests never assert on durations).
 READY_TIMEOUT_S = 90.0
@@ -110,7 +112,7 @@ def start_registry(launcher: ServiceLauncher, topic: str) -> RegistryServer:
 
 
 def delete_topics(*topics: str) -> None:
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    admin = AdminClient({**KAFKA_CONFIG})
     for future in admin.delete_topics(list(topics), operation_timeout=30).values():
         try:
             future.result()
@@ -121,7 +123,7 @@ def delete_topics(*topics: str) -> None:
 @pytest.fixture(scope="module")
 def kafka() -> str:
     """Kafka must be up: fail (never skip) with the reason otherwise."""
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP, "socket.timeout.ms": 10000})
+    admin = AdminClient({**KAFKA_CONFIG, "socket.timeout.ms": 10000})
     try:
         admin.list_topics(timeout=15)
     except KafkaException as exc:
@@ -244,7 +246,7 @@ def test_invalid_and_unsupported_schemas_are_rejected(http: httpx.Client) -> Non
 
 def test_avro_round_trip_through_kafka(kafka: str, client: SchemaRegistryClient) -> None:
     topic = unique("payments")
-    admin = AdminClient({"bootstrap.servers": kafka})
+    admin = AdminClient(KAFKA_CONFIG)
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=30)
     try:
         subject = f"{topic}-value"
@@ -258,13 +260,13 @@ def test_avro_round_trip_through_kafka(kafka: str, client: SchemaRegistryClient)
         # Confluent wire format: magic byte 0 + the registry's id (big endian) + Avro body.
         assert payload[0] == 0 and int.from_bytes(payload[1:5], "big") == schema_id
 
-        producer = Producer({"bootstrap.servers": kafka, "acks": "all"})
+        producer = Producer({**KAFKA_CONFIG, "acks": "all"})
         producer.produce(topic, key=b"pay-1", value=payload)
         assert producer.flush(30) == 0
 
         consumer = Consumer(
             {
-                "bootstrap.servers": kafka,
+                **KAFKA_CONFIG,
                 "group.id": unique("registry-test"),
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,

@@ -63,12 +63,28 @@ def wait_until(
 
 
 def connection_env(settings: PlatformSettings) -> dict[str, str]:
-    """The environment that points a service at the same Kafka, registry and MLflow as ``settings``."""
-    return {
+    """The environment that points a service at the same Kafka, registry and MLflow as ``settings``.
+
+    With the same credentials too: the security protocol, the SASL principal and the
+    registry's basic-auth user of ``settings``.
+    """
+    env = {
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "SCHEMA_REGISTRY_URL": settings.schema_registry_url,
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
+        "KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
     }
+    secrets = {
+        "KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "KAFKA_SASL_PASSWORD": settings.kafka_sasl_password,
+        "SCHEMA_REGISTRY_USERNAME": settings.schema_registry_username,
+        "SCHEMA_REGISTRY_PASSWORD": settings.schema_registry_password,
+    }
+    for name, value in secrets.items():
+        if value is not None:
+            env[name] = value if isinstance(value, str) else value.get_secret_value()
+    return env
 
 
 # --------------------------------------------------------------------------- /metrics pages

@@ -62,7 +62,7 @@ def decode(serde: AvroSerde, messages: Iterable[Message], contract: str) -> list
 
 def end_offsets(settings: PlatformSettings, topic: str) -> list[TopicPartition]:
     """The current end of every partition of ``topic``."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "offsets-probe"})
+    consumer = Consumer({**settings.common_kafka_config(), "group.id": "offsets-probe"})
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         partitions = sorted(metadata.topics[topic].partitions)
@@ -78,7 +78,7 @@ def pin_group_to_end(settings: PlatformSettings, group_id: str, topic: str) -> N
     """Commit the end offsets for a new consumer group, so it starts with what comes next."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **settings.common_kafka_config(),
             "group.id": group_id,
             "enable.auto.commit": False,
         }
@@ -93,7 +93,7 @@ def reader_from(settings: PlatformSettings, topic: str, *, isolation: str = "rea
     """A consumer assigned to ``topic`` from its current end (sees only what comes next)."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **settings.common_kafka_config(),
             "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "isolation.level": isolation,

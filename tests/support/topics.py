@@ -87,7 +87,7 @@ def consumer_at_end(
     """
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **settings.common_kafka_config(),
             "group.id": f"test-tail-{uuid.uuid4().hex[:10]}",
             "enable.auto.commit": False,
             "isolation.level": isolation,

@@ -121,7 +121,7 @@ class Collector:
         self.topic = topic
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                **settings.common_kafka_config(),
                 "group.id": f"bench-collector-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
@@ -182,7 +182,7 @@ class Collector:
 
 
 def end_offsets(settings: PlatformSettings, topic: str) -> list[TopicPartition]:
-    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "bench-probe"})
+    probe = Consumer({**settings.common_kafka_config(), "group.id": "bench-probe"})
     try:
         partitions = sorted(probe.list_topics(topic, timeout=10).topics[topic].partitions)
         return [

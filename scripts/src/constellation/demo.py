@@ -90,7 +90,7 @@ class Timeline(threading.Thread):
         self.serde = AvroSerde(settings)
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                **settings.common_kafka_config(),
                 "group.id": f"demo-timeline-{uuid.uuid4().hex[:8]}",
                 "auto.offset.reset": "latest",
                 "enable.auto.commit": False,
