@@ -73,6 +73,18 @@ class Settings(ServiceSettings):
         ),
     )
     batch_size: int = Field(500, ge=1, le=100_000, description="Most requests scored in one transaction.")
+    transaction_max_events: int = Field(
+        2_000,
+        ge=1,
+        description=(
+            "While a backlog drains, one transaction spans several polls up to this many requests: "
+            "a commit costs several broker round trips, so fewer, larger transactions score more per "
+            "second. A poll that comes back short (the stream caught up) commits at once."
+        ),
+    )
+    transaction_max_ms: float = Field(
+        20.0, ge=0, description="Oldest a transaction spanning several polls may grow before it commits."
+    )
     poll_timeout_s: float = Field(
         0.05,
         gt=0,

@@ -1,7 +1,10 @@
 """Micro-batch scoring: features once per batch, one predict call per A/B arm.
 
 :class:`ScoringEngine` is shared by the stream handler (:class:`PredictionHandler`)
-and ``POST /score``, so both score exactly the same way.
+and ``POST /score``, so both score exactly the same way. The stream path stays
+columnar (:class:`ScoredBatch`: arrays per batch, metrics aggregated per batch) and
+builds each ``prediction.completed`` value directly; per-record Python objects and
+per-record metric observations were a third of the handler's time.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from fraud_model.features import FEATURE_NAMES, build_features
 from mlops_platform.bindings import Binding
-from mlops_platform.contracts import make_event
+from mlops_platform.contracts import new_envelope, utc_now
 from mlops_platform.kafka import Outbox, Record, RetryableError
 from predictor import metrics
 from predictor.ab import ABRouter
@@ -69,6 +72,41 @@ def validate(transaction: Mapping[str, Any]) -> None:
         raise InvalidRequest("transaction_id is empty")
 
 
+@dataclass(frozen=True)
+class ScoredBatch:
+    """A scored batch, column-wise: row ``i`` of each column belongs to transaction ``i``."""
+
+    ids: list[str]
+    probabilities: np.ndarray
+    levels: list[str]
+    arms: list[str]
+    models: list[ServingModel]
+    features: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def feature_maps(self) -> list[dict[str, float]]:
+        """Name -> value per row (the ``features`` field of ``prediction.completed``)."""
+        names = FEATURE_NAMES
+        return [dict(zip(names, row, strict=True)) for row in self.features.astype(np.float64).tolist()]
+
+    def predictions(self, transactions: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+        probabilities = self.probabilities.tolist()
+        return [
+            Prediction(
+                transaction_id=self.ids[i],
+                account_id=str(transactions[i].get("account_id") or ""),
+                fraud_probability=probabilities[i],
+                risk_level=self.levels[i],
+                arm=self.arms[i],
+                model=self.models[i],
+                features=features,
+            )
+            for i, features in enumerate(self.feature_maps())
+        ]
+
+
 class ScoringEngine:
     """Scores batches of transaction records with the holder's current models."""
 
@@ -86,10 +124,14 @@ class ScoringEngine:
 
     def score(self, transactions: Sequence[Mapping[str, Any]], endpoint: str) -> list[Prediction]:
         """Score a batch with one consistent set of models (the one current at the call)."""
+        return self.score_batch(transactions, endpoint).predictions(transactions)
+
+    def score_batch(self, transactions: Sequence[Mapping[str, Any]], endpoint: str) -> ScoredBatch:
+        """:meth:`score`, column-wise (no per-transaction objects)."""
         serving = self.current()
         count = len(transactions)
         if count == 0:
-            return []
+            return ScoredBatch([], np.empty(0), [], [], [], np.empty((0, len(FEATURE_NAMES))))
         metrics.ACTIVE_REQUESTS.inc(count)
         started = time.perf_counter()
         try:
@@ -97,44 +139,36 @@ class ScoringEngine:
             arms = self.router.arms(ids, challenger_available=serving.challenger is not None)
             features = build_features(transactions)
             probabilities = np.empty(count, dtype=np.float64)
-            arm_array = np.asarray(arms)
-            for arm in dict.fromkeys(arms):
-                model = serving.for_arm(arm)
-                rows = np.flatnonzero(arm_array == arm)
-                probabilities[rows] = model.model.scorer.predict_proba(features[rows])
-            models: list[ServingModel] = [serving.for_arm(arm) for arm in arms]
+            arm_models = {arm: serving.for_arm(arm) for arm in dict.fromkeys(arms)}
+            if len(arm_models) == 1:
+                (model,) = arm_models.values()
+                probabilities[:] = model.model.scorer.predict_proba(features)
+            else:
+                arm_array = np.asarray(arms)
+                for arm, model in arm_models.items():
+                    rows = np.flatnonzero(arm_array == arm)
+                    probabilities[rows] = model.model.scorer.predict_proba(features[rows])
+            models = [arm_models[arm] for arm in arms]
             levels = self.thresholds.levels(probabilities)
-            feature_rows = features.astype(np.float64).tolist()
         finally:
             metrics.ACTIVE_REQUESTS.dec(count)
         metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(count)
-        predictions = [
-            Prediction(
-                transaction_id=ids[i],
-                account_id=str(transactions[i].get("account_id") or ""),
-                fraud_probability=float(probabilities[i]),
-                risk_level=levels[i],
-                arm=arms[i],
-                model=models[i],
-                features=dict(zip(FEATURE_NAMES, feature_rows[i], strict=True)),
-            )
-            for i in range(count)
-        ]
-        self._record(predictions, endpoint)
-        return predictions
+        batch = ScoredBatch(ids, probabilities, levels, arms, models, features)
+        self._record(batch, endpoint)
+        return batch
 
     @staticmethod
-    def _record(predictions: Sequence[Prediction], endpoint: str) -> None:
+    def _record(batch: ScoredBatch, endpoint: str) -> None:
         # Aggregate first: one labelled increment per combination instead of one per record.
-        for version, n in Counter(p.model.version for p in predictions).items():
+        versions = [model.version for model in batch.models]
+        for version, n in Counter(versions).items():
             metrics.REQUESTS.labels(endpoint, "ok", version).inc(n)
-        for (level, version), n in Counter((p.risk_level, p.model.version) for p in predictions).items():
+        for (level, version), n in Counter(zip(batch.levels, versions, strict=True)).items():
             metrics.PREDICTIONS.labels(level, version).inc(n)
-        for arm, n in Counter(p.arm for p in predictions).items():
+        for arm, n in Counter(batch.arms).items():
             metrics.AB_ASSIGNMENTS.labels(arm).inc(n)
-        for p in predictions:
-            metrics.FRAUD_PROBABILITY.observe(p.fraud_probability)
+        metrics.observe_all(metrics.FRAUD_PROBABILITY, batch.probabilities)
 
 
 def event_time_ms(envelope: Mapping[str, Any]) -> float | None:
@@ -168,17 +202,35 @@ class PredictionHandler:
             if len(records) == 1:
                 metrics.REQUESTS.labels(metrics.STREAM_ENDPOINT, "invalid", "").inc()
             raise
-        predictions = self.engine.score([r.value for r in records], metrics.STREAM_ENDPOINT)
+        batch = self.engine.score_batch([r.value for r in records], metrics.STREAM_ENDPOINT)
         model_name = self.engine.holder.model_name
         completed = self.completed
-        now_ms = time.time() * 1000.0
-        for record, prediction in zip(records, predictions, strict=True):
+        # One creation time for the batch's events: they are all made at this moment.
+        created = utc_now()
+        now_ms = created.timestamp() * 1000.0
+        probabilities = batch.probabilities.tolist()
+        latencies = np.empty(len(records), dtype=np.float64)
+        for i, (record, features) in enumerate(zip(records, batch.feature_maps(), strict=True)):
             envelope = record.envelope
             sent_ms = event_time_ms(envelope)
             latency_ms = max(now_ms - sent_ms, 0.0) if sent_ms is not None else 0.0
-            metrics.LATENCY.labels(metrics.STREAM_ENDPOINT).observe(latency_ms / 1000.0)
-            payload = prediction.payload(model_name)
-            payload["request_event_id"] = str(envelope.get("event_id") or "")
-            payload["latency_ms"] = latency_ms
+            latencies[i] = latency_ms
+            model = batch.models[i]
+            # Built directly (not make_event(payload)): one dict per event instead of three.
+            event = {
+                "envelope": new_envelope(SOURCE, envelope or None, event_time=created),
+                "transaction_id": batch.ids[i],
+                "account_id": str(record.value.get("account_id") or ""),
+                "request_event_id": str(envelope.get("event_id") or ""),
+                "fraud_probability": probabilities[i],
+                "risk_level": batch.levels[i],
+                "model_name": model_name,
+                "model_version": model.version,
+                "model_alias": model.alias,
+                "ab_arm": batch.arms[i],
+                "features": features,
+                "latency_ms": latency_ms,
+            }
             # Keyed by the binding's key field (transaction_id), like the request.
-            outbox.emit(completed, make_event(SOURCE, payload, cause=envelope or None))
+            outbox.emit(completed, event)
+        metrics.observe_all(metrics.LATENCY.labels(metrics.STREAM_ENDPOINT), latencies / 1000.0)

@@ -3,8 +3,9 @@
 Threads:
 
 * **scoring loop** — an exactly-once :class:`~mlops_platform.kafka.StreamLoop` on
-  ``prediction.request``; each poll is one Kafka transaction holding the
-  ``prediction.completed`` outputs, dead letters and the consumed offsets;
+  ``prediction.request``; a Kafka transaction holds the ``prediction.completed`` outputs,
+  dead letters and the consumed offsets of one poll, or of several while a backlog drains
+  (up to ``transaction_max_events`` / ``transaction_max_ms``);
 * **deployment listener** — an at-least-once :class:`~mlops_platform.kafka.StreamLoop` on
   ``model.deployed`` in a consumer group of its own (per process), so every instance sees
   every deployment; it triggers an alias check;
@@ -97,6 +98,8 @@ class PredictorService:
             handler=PredictionHandler(self.engine, settings.completed),
             guarantee=Guarantee.EXACTLY_ONCE,
             batch_size=settings.batch_size,
+            commit_max_records=settings.transaction_max_events,
+            commit_interval_s=settings.transaction_max_ms / 1000.0,
             poll_timeout_s=settings.poll_timeout_s,
             retry_backoff_s=settings.retry_backoff_s,
             dead_letter_topic=settings.dead_letter_topic,
