@@ -96,6 +96,21 @@ def stack_credentials() -> credentials.StackCredentials:
     return credentials.ensure([spec.name for spec in SERVICES], credentials.credentials_path(STATE))
 
 
+KAFKA_HOME = STATE / "kafka"
+KAFKA_DATA = KAFKA_HOME / "data"
+# Written when the storage is formatted with the admin's SCRAM credentials.
+SCRAM_MARKER = KAFKA_DATA / ".scram-users"
+
+
+def kafka_secured() -> bool:
+    """Whether this stack's Kafka runs with SASL/SCRAM and ACLs (always, once formatted by this stack).
+
+    A data folder formatted by an older stack (no SCRAM users) keeps running PLAINTEXT, without
+    credentials, until it is removed: ``make stack-down && rm -rf .stack/kafka/data && make stack-up``.
+    """
+    return SCRAM_MARKER.exists() or not (KAFKA_DATA / "meta.properties").exists()
+
+
 def platform_env() -> dict[str, str]:
     """Connection settings every process of the stack gets: admin on Kafka, the registry writer.
 
@@ -107,7 +122,8 @@ def platform_env() -> dict[str, str]:
     env.setdefault("MLFLOW_TRACKING_URI", MLFLOW_URL)
     env.setdefault("SCHEMAS_DIR", str(ROOT / "schemas"))
     env.setdefault("STACK_DIR", str(STATE))
-    credentials.export_operator_env(env, credentials.credentials_path(STATE))
+    if kafka_secured():
+        credentials.export_operator_env(env, credentials.credentials_path(STATE))
     return env
 
 
@@ -116,7 +132,7 @@ def admin_settings() -> PlatformSettings:
     env = platform_env()
     return PlatformSettings(
         kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
-        kafka_security_protocol=env.get("KAFKA_SECURITY_PROTOCOL", credentials.SECURITY_PROTOCOL),
+        kafka_security_protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
         kafka_sasl_mechanism=env.get("KAFKA_SASL_MECHANISM", credentials.SASL_MECHANISM),
         kafka_sasl_username=env.get("KAFKA_SASL_USERNAME"),
         kafka_sasl_password=env.get("KAFKA_SASL_PASSWORD"),
@@ -198,9 +214,6 @@ def wait_for(name: str, ready: Callable[[], bool], timeout_s: float) -> None:
 # --------------------------------------------------------------------------- kafka
 
 
-KAFKA_HOME = STATE / "kafka"
-
-
 def install_kafka() -> Path:
     """Resolve the broker's jars from Maven Central (once per pom content)."""
     pom = ROOT / "deploy" / "kafka" / "pom.xml"
@@ -254,16 +267,12 @@ def start_kafka() -> None:
         print(f"  kafka: running on {KAFKA_BOOTSTRAP} (SASL/SCRAM, ACLs)")
         return
     libs = install_kafka()
-    data = KAFKA_HOME / "data"
-    # Formatted by an older stack without SCRAM users: the broker could not authenticate itself.
-    if (data / "meta.properties").exists() and not (data / SCRAM_MARKER).exists():
-        raise StackError(
-            f"kafka: {data} was formatted without SASL/SCRAM users (an older stack); stop the stack "
-            f"and remove that folder (`make stack-down && rm -rf {data}`), then start again"
-        )
-    admin_password = stack_credentials().admin_password
+    data = KAFKA_DATA
+    secured = kafka_secured()
+    admin_password = stack_credentials().admin_password if secured else ""
     config = KAFKA_HOME / "server.properties"
-    template = string.Template((ROOT / "deploy" / "kafka" / "server.properties.template").read_text())
+    parts = ["server.properties.template", *(["security.properties.template"] if secured else [])]
+    template = string.Template("\n".join((ROOT / "deploy" / "kafka" / part).read_text() for part in parts))
     config.touch(mode=0o600)
     config.chmod(0o600)
     config.write_text(
@@ -272,9 +281,12 @@ def start_kafka() -> None:
             port=PORTS["kafka"],
             controller_port=PORTS["kafka-controller"],
             data_dir=data,
+            protocol="SASL_PLAINTEXT" if secured else "PLAINTEXT",
             admin_password=admin_password,
         )
     )
+    if not secured:
+        print(f"  WARNING: {data} was formatted by an older stack: Kafka runs PLAINTEXT, without ACLs")
     classpath = f"{libs}/*"
     log_props = [
         f"-Dlog4j2.configurationFile={ROOT / 'deploy' / 'kafka' / 'log4j2.properties'}",
@@ -319,7 +331,7 @@ def start_kafka() -> None:
             raise StackError(
                 f"kafka: formatting the KRaft storage failed:\n{formatted.stdout}{formatted.stderr}"
             )
-        (data / SCRAM_MARKER).write_text("SCRAM-SHA-512 admin added at format time\n")
+        SCRAM_MARKER.write_text("SCRAM-SHA-512 admin added at format time\n")
     heap = os.environ.get("KAFKA_HEAP_OPTS", "-Xms256m -Xmx1g")
     spawn(
         "kafka",
@@ -340,9 +352,6 @@ def start_kafka() -> None:
     print(f"  kafka: started on {KAFKA_BOOTSTRAP} (logs {LOGS / 'kafka'})")
 
 
-SCRAM_MARKER = ".scram-users"
-
-
 def _kafka_ready() -> bool:
     if not port_open(PORTS["kafka"], HOST):
         return False
@@ -357,6 +366,12 @@ def _kafka_ready() -> bool:
 
 def secure_kafka() -> None:
     """Each catalogue service's SCRAM user and the ACLs the catalogue implies (idempotent)."""
+    if not kafka_secured():
+        print(
+            "  WARNING: kafka runs PLAINTEXT (data formatted by an older stack): no per-service principals "
+            "or ACLs; `make stack-down && rm -rf .stack/kafka/data && make stack-up` switches to SASL"
+        )
+        return
     summary = acls.provision_security(admin_settings(), SERVICES, stack_credentials().kafka)
     print(f"  kafka: {summary} (python -m constellation acls show)")
 
@@ -372,10 +387,11 @@ def start_registry() -> None:
     env = platform_env()
     env.update(SCHEMA_REGISTRY_HOST=HOST, SCHEMA_REGISTRY_PORT=str(PORTS["schema-registry"]))
     # Writes (register, delete, config) need these credentials; reads stay open.
-    env.update(
-        SCHEMA_REGISTRY_AUTH_USERNAME=credentials.REGISTRY_WRITER,
-        SCHEMA_REGISTRY_AUTH_PASSWORD=stack_credentials().registry_password,
-    )
+    if kafka_secured():
+        env.update(
+            SCHEMA_REGISTRY_AUTH_USERNAME=credentials.REGISTRY_WRITER,
+            SCHEMA_REGISTRY_AUTH_PASSWORD=stack_credentials().registry_password,
+        )
     spawn("schema-registry", [PYTHON, "-m", "schema_registry_server"], env)
     wait_for("schema-registry", lambda: http_ok(url), 60)
     print(f"  schema-registry: started on {REGISTRY_URL}")
@@ -712,7 +728,8 @@ def start_service(spec: ServiceSpec, index: int = 1, timeout_s: float = 120) -> 
         return
     env = platform_env()
     # Its own Kafka principal (limited by the catalogue's ACLs); services only read schemas.
-    env.update(stack_credentials().kafka_env(spec.name))
+    if kafka_secured():
+        env.update(stack_credentials().kafka_env(spec.name))
     for variable in credentials.REGISTRY_CREDENTIAL_VARS:
         env.pop(variable, None)
     env[f"{spec.env_prefix}HTTP_HOST"] = HOST
@@ -769,9 +786,10 @@ INFRA = ["kafka", "schema-registry", "mlflow", "alertmanager", "prometheus"]
 
 def up(infra_only: bool) -> None:
     print("Starting the local stack...")
-    stack_credentials()
-    # In-process operator work (the demo, bootstrap) acts as admin too.
-    credentials.export_operator_env(os.environ, credentials.credentials_path(STATE))
+    if kafka_secured():
+        stack_credentials()
+        # In-process operator work (the demo, bootstrap) acts as admin too.
+        credentials.export_operator_env(os.environ, credentials.credentials_path(STATE))
     start_kafka()
     secure_kafka()
     start_registry()
