@@ -127,6 +127,9 @@ class FakeSideProducer:
     def poll(self, _timeout: float = 0.0) -> int:
         return 0
 
+    def serve_delivery_reports(self) -> None:
+        """Delivery reports arrive synchronously in produce_encoded: nothing to serve."""
+
 
 class Kafka:
     """Scripted world: which calls fail, and what deliveries report."""

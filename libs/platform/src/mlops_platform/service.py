@@ -4,7 +4,7 @@ A service builds one :class:`ServiceRuntime`, declares its loops and checks, and
 passes :meth:`ServiceRuntime.lifespan` to :func:`mlops_platform.http.create_app`::
 
     runtime = ServiceRuntime(settings)
-    runtime.consumer_loop(topics=[Topic.SYSTEM_ALERTS], handler=router.handle)
+    runtime.stream(inputs=[settings.alerts], handler=router.handle)  # handler(records, outbox)
     app = create_app(settings, title="alerter", lifespan=runtime.lifespan)
 
 On start the loops run in their own threads; on shutdown (SIGTERM under uvicorn)
@@ -25,17 +25,7 @@ from mlops_platform import __version__
 from mlops_platform.bindings import Binding
 from mlops_platform.health import Check, CheckResult, Heartbeat
 from mlops_platform.http import default_checks
-from mlops_platform.kafka import (
-    AsyncEventProducer,
-    ConsumerLoop,
-    EventProducer,
-    Guarantee,
-    Handler,
-    Output,
-    Record,
-    StreamLoop,
-    TransactionalLoop,
-)
+from mlops_platform.kafka import EventProducer, Guarantee, Handler, StreamLoop
 from mlops_platform.logs import get_logger
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import ServiceSettings
@@ -51,7 +41,6 @@ class ServiceRuntime:
         self.version = version
         self.serde = AvroSerde(settings)
         self.producer = EventProducer(settings, settings.service_name, self.serde)
-        self.publisher: AsyncEventProducer | None = None
         self.loops: list[StreamLoop] = []
         self.checks: dict[str, Check] = default_checks(settings)
         self.heartbeat_details: Callable[[], dict[str, str]] | None = None
@@ -97,51 +86,6 @@ class ServiceRuntime:
         self._add_loop(loop)
         return loop
 
-    def consumer_loop(
-        self,
-        *,
-        topics: Sequence[str],
-        handler: Callable[[list[Record]], None],
-        group_id: str | None = None,
-        **options: Any,
-    ) -> StreamLoop:
-        """Declare an at-least-once loop (started with the service)."""
-        loop = ConsumerLoop(
-            settings=self.settings,
-            service=self.name,
-            group_id=group_id or self.name,
-            topics=topics,
-            handler=handler,
-            serde=self.serde,
-            producer=self.producer,
-            **options,
-        )
-        self._add_loop(loop)
-        return loop
-
-    def transactional_loop(
-        self,
-        *,
-        topics: Sequence[str],
-        transform: Callable[[list[Record]], list[Output]],
-        group_id: str | None = None,
-        transactional_id: str | None = None,
-        **options: Any,
-    ) -> StreamLoop:
-        """Declare an exactly-once consume-transform-produce loop (started with the service)."""
-        loop = TransactionalLoop(
-            settings=self.settings,
-            service=self.name,
-            group_id=group_id or self.name,
-            topics=topics,
-            transform=transform,
-            serde=self.serde,
-            transactional_id=transactional_id or f"{self.name}-{self.settings.instance_id}",
-            **options,
-        )
-        self._add_loop(loop)
-        return loop
-
     def _add_loop(self, loop: StreamLoop) -> None:
         self.loops.append(loop)
         index = len(self.loops)
@@ -169,7 +113,7 @@ class ServiceRuntime:
     def start(self) -> None:
         for hook in self._on_start:
             hook()
-        self.publisher = AsyncEventProducer(self.producer)
+        self.producer.serve_delivery_reports()
         for loop in self.loops:
             loop.start_in_thread()
         self._heartbeat = Heartbeat(
@@ -194,10 +138,7 @@ class ServiceRuntime:
                 hook()
             except Exception as exc:
                 log.warning("stop_hook_failed", error=repr(exc))
-        if self.publisher is not None:
-            self.publisher.close()
-        else:
-            self.producer.close()
+        self.producer.close()
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:

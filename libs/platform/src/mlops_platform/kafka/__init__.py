@@ -47,6 +47,3 @@ __all__ = [
     "next_offsets",
     "offsets_since",
 ]
-
-# Former names, kept only while services move to StreamLoop / Outbox.
-from .compat import AsyncEventProducer, ConsumerLoop, TransactionalLoop  # noqa: E402, F401

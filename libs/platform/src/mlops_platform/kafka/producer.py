@@ -97,6 +97,8 @@ class EventProducer:
         self._producer = Producer(config)
         self._metrics = platform_metrics()
         self.timeout_s = settings.request_timeout_s * 6
+        self._reports_stop = threading.Event()
+        self._reports: threading.Thread | None = None
 
     @property
     def raw(self) -> Producer:
@@ -236,10 +238,30 @@ class EventProducer:
         """Wait for outstanding deliveries; returns how many are still in flight."""
         return int(self._producer.flush(timeout_s if timeout_s is not None else self.timeout_s))
 
+    def serve_delivery_reports(self) -> None:
+        """Serve delivery reports on a background thread until :meth:`close` (idempotent).
+
+        Needed when nothing else polls: best-effort events (heartbeats) and awaitable
+        publishing from asyncio code only learn their outcome when someone polls.
+        """
+        if self._reports is not None:
+            return
+
+        def serve() -> None:
+            while not self._reports_stop.is_set():
+                self._producer.poll(0.1)
+
+        self._reports = threading.Thread(target=serve, name=f"{self.service}-delivery-reports", daemon=True)
+        self._reports.start()
+
     def close(self) -> None:
+        """Wait for what is in flight, then stop serving delivery reports."""
         remaining = self.flush()
         if remaining:
             log.warning("producer_closed_with_pending_messages", pending=remaining)
+        self._reports_stop.set()
+        if self._reports is not None:
+            self._reports.join(timeout=5)
 
 
 class _Acks:

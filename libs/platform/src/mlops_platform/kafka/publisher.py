@@ -60,8 +60,8 @@ class FrontDoorPublisher(Protocol):
 class AcknowledgedPublisher:
     """Awaitable publishing on the idempotent producer.
 
-    A background thread serves delivery reports; each publish resolves once the broker
-    acknowledged every record (``acks=all``).
+    The producer serves its delivery reports on a background thread; each publish
+    resolves once the broker acknowledged every record (``acks=all``).
     """
 
     def __init__(
@@ -73,13 +73,7 @@ class AcknowledgedPublisher:
         self.producer = producer
         self.timeout_s = timeout_s if timeout_s is not None else producer.timeout_s
         self.on_emit_failure = on_emit_failure
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="producer-poll", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            self.producer.poll(0.1)
+        producer.serve_delivery_reports()
 
     async def publish(self, outputs: Sequence[Output]) -> None:
         await self.publish_acknowledged(outputs)
@@ -115,9 +109,7 @@ class AcknowledgedPublisher:
         self.producer.emit_best_effort(outputs, self.on_emit_failure)
 
     def close(self) -> None:
-        """Stop serving delivery reports (the owner closes the producer)."""
-        self._stop.set()
-        self._thread.join(timeout=5)
+        """Nothing of its own to release: the producer's owner closes it."""
 
 
 def _settle(future: asyncio.Future[tuple[int, int]], result: Any) -> None:
