@@ -139,6 +139,8 @@ def test_services_start_after_provisioning_and_their_dependencies(compose: dict[
         assert provision["depends_on"][dependency]["condition"] == "service_healthy"
     command = " ".join(provision["command"])
     assert "python -m mlops_platform.provision apply" in command
+    # Users and ACLs first: nothing else may touch Kafka before they exist.
+    assert command.index("python -m constellation acls apply") < command.index("mlops_platform.provision")
     assert "python -m constellation bootstrap-model" in command
 
 

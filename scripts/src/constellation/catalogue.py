@@ -223,6 +223,11 @@ def _compose_service_problems(spec: ServiceSpec, service: Mapping[str, Any]) -> 
         f"set {prefix}HTTP_PORT={port}": str(env.get(f"{prefix}HTTP_PORT")) == str(port),
         f"set HEALTH_PORT={port}": str(env.get("HEALTH_PORT")) == str(port),
         f"probe 127.0.0.1:{port}/ready": f"127.0.0.1:{port}/ready" in probe,
+        # Its own Kafka principal (the ACLs are the catalogue's), its password from .env.
+        f"authenticate as KAFKA_SASL_USERNAME={spec.name}": env.get("KAFKA_SASL_USERNAME") == spec.name,
+        f"take KAFKA_SASL_PASSWORD from ${{{prefix}KAFKA_PASSWORD}}": str(
+            env.get("KAFKA_SASL_PASSWORD", "")
+        ).startswith(f"${{{prefix}KAFKA_PASSWORD"),
     }
     return [f"{where} should {what}" for what, ok in checks.items() if not ok]
 
