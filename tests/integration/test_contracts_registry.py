@@ -113,10 +113,13 @@ def test_compatibility_gate_rejects_a_breaking_change_with_a_readable_diff(
     assert f"INCOMPATIBLE {topic}-value" in result.stdout
     assert "is_fraud" in result.stdout
 
-    # Registration through the registry is refused too (409), so nothing slips past the gate.
+    # Registration through the registry is refused too (409), so nothing slips past the gate;
+    # as the registry's writer, or the answer would be 401 before the schema is even read.
+    user, _, password = settings.registry_config().get("basic.auth.user.info", ":").partition(":")
     answer = httpx.post(
         f"{schema_registry}/subjects/{topic}-value/versions",
         json={"schema": load_catalogue(schemas).value_schema_str(topic)},
+        auth=(user, password),
         timeout=10,
     )
     assert answer.status_code == 409
