@@ -264,7 +264,8 @@ def _java() -> str:
 
 def start_kafka() -> None:
     if _kafka_ready():
-        print(f"  kafka: running on {KAFKA_BOOTSTRAP} (SASL/SCRAM, ACLs)")
+        security = "SASL/SCRAM, ACLs" if kafka_secured() else "PLAINTEXT, formatted by an older stack"
+        print(f"  kafka: running on {KAFKA_BOOTSTRAP} ({security})")
         return
     libs = install_kafka()
     data = KAFKA_DATA
