@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -335,21 +336,92 @@ def degraded(clock: Clock, version: str = "3") -> dict[str, Any]:
     }
 
 
-def test_degradation_rolls_back_then_a_second_rollback_fails_with_an_alert(clock):
+def test_degradation_rolls_back_then_with_nothing_to_roll_back_to_falls_back_to_retrain(clock):
     registry = FakeRegistry({"champion": "3", "previous_champion": "2"})
-    responder, producer, _, _ = make(clock, registry, cooldowns_s={"rollback": 0})
+    responder, producer, executors, _ = make(clock, registry, cooldowns_s={"rollback": 0})
+    executors.gate.set()
     [started] = responder.handle(Topic.MODEL_PERFORMANCE_DEGRADED, degraded(clock))
     assert terminal(responder, producer, started.action_id).status == "succeeded"
     assert registry.aliases == {"champion": "2"}
     [deployed] = producer.on(Topic.MODEL_DEPLOYED)
     assert (deployed["action"], deployed["version"], deployed["previous_version"]) == ("rollback", "2", "3")
 
-    # The restored version degrades too: nothing to go back to.
-    [again] = responder.handle(Topic.MODEL_PERFORMANCE_DEGRADED, degraded(clock, "2"))
-    failed = terminal(responder, producer, again.action_id)
-    assert failed.status == "failed" and "previous_champion" in failed.outcome
+    # The restored version degrades too: nothing to go back to. The rule table's fallback
+    # (retrain) runs instead, and the impossible rollback is not a failed action.
+    again_value = degraded(clock, "2")
+    [again] = responder.handle(Topic.MODEL_PERFORMANCE_DEGRADED, again_value)
+    impossible = terminal(responder, producer, again.action_id)
+    assert (impossible.status, impossible.suppressed_reason) == ("suppressed", "no_previous_champion")
+    assert impossible.details["fallback"] == "retrain" and "previous_champion" in impossible.outcome
+    wait_until(lambda: executors.retrains == 1 and not responder.in_progress())
+    records = [ActionRecord.from_value(v) for v in producer.on(Topic.SYSTEM_ACTIONS)]
+    trigger = again_value["envelope"]["event_id"]
+    assert [(r.action, r.status) for r in records if r.trigger_event_id == trigger] == [
+        ("rollback", "started"),
+        ("rollback", "suppressed"),
+        ("retrain", "started"),
+        ("retrain", "succeeded"),
+    ]
+    retrain = [r for r in records if r.action == "retrain"][-1]
+    assert retrain.rule_id == "performance-degraded"
+    assert retrain.details["fallback_of"] == again.action_id and retrain.details["replaces"] == "rollback"
+    # Nothing failed: the success ratio stays whole and nobody is paged about a failure.
+    assert responder.history.success_ratio(clock.now) == 1.0
+    assert not any(a["dedup_key"].endswith("-failed") for a in producer.on(Topic.SYSTEM_ALERTS))
+
+
+def test_a_failing_predictor_without_previous_champion_falls_back_to_an_alert(clock):
+    registry = FakeRegistry({"champion": "3"})
+    responder, producer, _, _ = make(clock, registry)
+    condition = Condition(
+        event_type=EventType.HEALTH_CHECK_FAILED,
+        trigger_topic=Topic.SYSTEM_HEALTH,
+        trigger=envelope(clock, "predictor"),
+        severity=Severity.HIGH,
+        assessed=Severity.HIGH,
+        subject="predictor",
+        attributes={"service": "predictor"},
+    )
+    [started] = responder.respond(condition)
+    assert started.action == "rollback"
+    impossible = terminal(responder, producer, started.action_id)
+    assert impossible.suppressed_reason == "no_previous_champion"
+    wait_until(lambda: any(r["action"] == "alert" for r in producer.on(Topic.SYSTEM_ACTIONS)))
+    [alert_record] = [
+        ActionRecord.from_value(v) for v in producer.on(Topic.SYSTEM_ACTIONS) if v["action"] == "alert"
+    ]
+    assert (alert_record.status, alert_record.details["fallback_of"]) == ("succeeded", started.action_id)
     alerts = producer.on(Topic.SYSTEM_ALERTS)
-    assert any(a["dedup_key"].endswith("rollback-failed") and a["severity"] == "CRITICAL" for a in alerts)
+    assert any("fallback for rollback: no_previous_champion" in a["message"] for a in alerts)
+    assert registry.aliases == {"champion": "3"}
+    assert responder.history.success_ratio(clock.now) == 1.0
+
+
+def test_without_a_fallback_in_the_rule_table_an_impossible_rollback_fails(clock):
+    from auto_responder.rules import parse_rules
+
+    rules = parse_rules(
+        {
+            "rules": [
+                {
+                    "id": "degraded",
+                    "event_type": "model_performance_degraded",
+                    "actions": {"*": "rollback"},
+                }
+            ]
+        }
+    )
+    registry = FakeRegistry({"champion": "3"})
+    responder, producer, _, _ = make(clock, registry)
+    responder.rules = rules
+    responder.context = replace(responder.context, rules=rules)
+    [started] = responder.handle(Topic.MODEL_PERFORMANCE_DEGRADED, degraded(clock))
+    failed = terminal(responder, producer, started.action_id)
+    assert failed.status == "failed" and "previous_champion" in failed.outcome
+    wait_until(
+        lambda: any(a["dedup_key"].endswith("rollback-failed") for a in producer.on(Topic.SYSTEM_ALERTS))
+    )
+    assert producer.on(Topic.SYSTEM_ACTIONS)[-1]["action"] == "rollback"  # no fallback decided
 
 
 def test_degradation_of_a_version_no_longer_champion_is_not_rolled_back(clock):

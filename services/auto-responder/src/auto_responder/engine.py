@@ -219,7 +219,9 @@ def decide(condition: Condition, rules: RuleSet) -> Decision | None:
     if rule is None:
         return None
     action = rule.action_for(condition.assessed)
-    return Decision(condition=condition, rule_id=rule.id, action=action, notify=rule.notify)
+    return Decision(
+        condition=condition, rule_id=rule.id, action=action, notify=rule.notify, fallback=rule.fallback
+    )
 
 
 def plan(

@@ -52,6 +52,8 @@ class ActionContext:
     trigger: Mapping[str, Any]
     manual: bool = False
     params: dict[str, str] = field(default_factory=dict)
+    #: action id of the impossible action this one is the rule's fallback for
+    fallback_of: str = ""
 
     @property
     def condition(self) -> Condition:
@@ -71,6 +73,8 @@ class ActionResult:
     outcome: str
     details: dict[str, str] = field(default_factory=dict)
     suppressed_reason: str | None = None
+    #: the action's precondition does not hold: the rule's fallback (if any) runs instead
+    impossible: bool = False
 
     @classmethod
     def ok(cls, outcome: str, **details: Any) -> ActionResult:
@@ -88,6 +92,13 @@ class ActionResult:
             {k: str(v) for k, v in details.items() if v is not None},
             suppressed_reason=reason,
         )
+
+    @classmethod
+    def precondition_failed(cls, reason: str, outcome: str, **details: Any) -> ActionResult:
+        """Impossible as asked (e.g. nothing to roll back to): suppressed, not failed."""
+        result = cls.skip(reason, outcome, **details)
+        result.impossible = True
+        return result
 
 
 def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -401,9 +412,20 @@ class Executors:
                 degraded_version=degraded,
                 champion=champion,
             )
+        fallback = ctx.decision.fallback
         try:
             rolled_back, restored = registry.rollback()
         except NoPreviousChampionError as exc:
+            if fallback is not None and not ctx.manual:
+                # Precondition "a @previous_champion exists" does not hold: the rule table
+                # says what to do instead; not a failed action.
+                return ActionResult.precondition_failed(
+                    "no_previous_champion",
+                    f"rollback impossible: {exc}; the rule's fallback {fallback.value} runs instead",
+                    champion=champion,
+                    precondition="previous_champion",
+                    fallback=fallback.value,
+                )
             return ActionResult.fail(f"rollback impossible: {exc}", champion=champion)
         except ModelRegistryError as exc:
             return ActionResult.fail(f"rollback failed: {exc}", champion=champion)

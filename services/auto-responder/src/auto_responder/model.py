@@ -122,6 +122,9 @@ class Decision:
     replaces: Action | None = None
     notify: bool = False
     note: str = ""
+    #: The rule's action when this one turns out impossible (e.g. rollback without
+    #: ``@previous_champion``): decided by the rule table, not reported as a failure.
+    fallback: Action | None = None
 
     @property
     def suppressed(self) -> bool:

@@ -44,7 +44,7 @@ from auto_responder.model import (
     Severity,
     Status,
 )
-from auto_responder.policies import PolicyConfig, QuietHours
+from auto_responder.policies import PolicyConfig, QuietHours, apply_policies
 from auto_responder.rules import RuleSet, load_rules
 from auto_responder.watcher import HeartbeatWatcher
 from mlops_platform.contracts import Topic, make_event, new_envelope
@@ -334,6 +334,8 @@ class Responder:
         }
         if ctx.manual:
             details["manual"] = "true"
+        if ctx.fallback_of:
+            details["fallback_of"] = ctx.fallback_of
         if ctx.decision.replaces is not None:
             details["replaces"] = ctx.decision.replaces.value
         if ctx.decision.note:
@@ -480,7 +482,43 @@ class Responder:
                 metrics.IN_PROGRESS.labels(action).dec()
             if result.status is Status.FAILED and not ctx.manual:
                 self._notify(ctx, result)  # the operator of a manual action has the answer already
+            if result.impossible and ctx.decision.fallback is not None:
+                self._fallback(ctx, result)
             return record
+
+    def _fallback(self, ctx: ActionContext, result: ActionResult) -> list[ActionRecord]:
+        """The rule's fallback for an action found impossible: decided as its own action.
+
+        It goes through the policies (cooldown, one at a time) like any decision, and names
+        the impossible action (``details.fallback_of``, ``details.replaces``).
+        """
+        fallback = ctx.decision.fallback
+        assert fallback is not None
+        decision = Decision(
+            condition=ctx.condition,
+            rule_id=ctx.decision.rule_id,
+            action=fallback,
+            replaces=ctx.decision.action,
+            notify=ctx.decision.notify,
+            note=f"fallback for {ctx.decision.action.value}: {result.suppressed_reason}",
+        )
+        records: list[ActionRecord] = []
+        try:
+            with self._lock:
+                decisions = apply_policies(
+                    decision, self.history.policy, self.policies, self.clock(), self.in_progress()
+                )
+                for planned in decisions:
+                    fctx = ActionContext(str(uuid.uuid4()), planned, ctx.trigger, fallback_of=ctx.action_id)
+                    if planned.suppressed:
+                        records.append(self._suppressed(fctx))
+                    else:
+                        records.append(self._start(fctx))
+        except Exception as exc:  # the impossible action is recorded; say why nothing followed
+            log.error(
+                "fallback_not_started", action_id=ctx.action_id, fallback=fallback.value, error=repr(exc)
+            )
+        return records
 
     def _publish_terminal(self, ctx: ActionContext, result: ActionResult, duration: float) -> ActionRecord:
         # The outcome must reach the log; Kafka may be briefly unavailable after a long run.

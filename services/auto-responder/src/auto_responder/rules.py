@@ -42,6 +42,9 @@ class Rule:
     match: Mapping[str, Matcher] = field(default_factory=dict)
     notify: bool = False
     description: str = ""
+    #: Action taken instead when the rule's action is impossible (its precondition fails,
+    #: e.g. no ``@previous_champion`` to roll back to); ``None``: the action fails.
+    fallback: Action | None = None
 
     def applies(self, event_type: str, facts: Mapping[str, str]) -> bool:
         if event_type != self.event_type:
@@ -58,6 +61,7 @@ class Rule:
             "match": dict(self.match),
             "actions": {s.name: a.value for s, a in sorted(self.actions.items())},
             "notify": self.notify,
+            "fallback": self.fallback.value if self.fallback is not None else None,
             "description": self.description,
         }
 
@@ -200,6 +204,13 @@ def parse_rules(raw: Mapping[str, Any], source: str = "<inline>") -> RuleSet:
         match = entry.get("match") or {}
         if not isinstance(match, Mapping):
             raise RuleError(f"{where}: 'match' must be a mapping")
+        fallback: Action | None = None
+        if entry.get("fallback") is not None:
+            try:
+                fallback = Action(str(entry["fallback"]))
+            except ValueError as exc:
+                known = [a.value for a in Action]
+                raise RuleError(f"{where}: unknown fallback {entry['fallback']!r} (known: {known})") from exc
         rules.append(
             Rule(
                 id=rule_id,
@@ -207,6 +218,7 @@ def parse_rules(raw: Mapping[str, Any], source: str = "<inline>") -> RuleSet:
                 actions=_actions(entry.get("actions"), where),
                 match={str(k): _matcher(v, where) for k, v in match.items()},
                 notify=bool(entry.get("notify", False)),
+                fallback=fallback,
                 description=" ".join(str(entry.get("description") or "").split()),
             )
         )
