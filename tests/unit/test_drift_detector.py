@@ -108,10 +108,11 @@ class Feed:
         arm: str = "champion",
         model: str = MODEL,
         arms: list[tuple[str, str]] | None = None,
+        scorer: Any = score,
     ) -> list[Record]:
         """Prediction records in stream order; ``arms`` gives (version, arm) per row."""
         x = build_features(rows)
-        probs = score(x)
+        probs = scorer(x)
         serving = arms or [(version, arm)] * len(rows)
         return [
             self.record(
@@ -443,6 +444,54 @@ def test_deployment_switches_the_reference(harness: Harness, registry: FakeRegis
     # Buffered baseline rows were re-binned against the new reference: amounts now look deflated.
     latest = view["tracks"]["data"]["features"]
     assert latest["amount_avg_30d"]["level"] == "drift"
+
+
+def score_v2(features: np.ndarray) -> np.ndarray:
+    """Another model: different weights, so its scores have another distribution."""
+    z = (
+        3 * features[:, FEATURE_NAMES.index("ip_risk_score")]
+        + 2 * features[:, FEATURE_NAMES.index("is_new_device")]
+    )
+    return 1 / (1 + np.exp(-(z - 1)))
+
+
+def test_after_a_promotion_the_new_champions_stable_scores_raise_no_prediction_drift(
+    harness: Harness, registry: FakeRegistry
+) -> None:
+    gen = TransactionGenerator(seed=2)
+    # The old champion's scores fill the prediction window.
+    harness.run(harness.feed.predictions(gen.generate(3000)))
+    deployed = harness.feed.record(
+        DEPLOYED,
+        {
+            "model_name": MODEL,
+            "alias": "champion",
+            "version": "2",
+            "previous_version": "1",
+            "action": "promote",
+            "reason": "test",
+        },
+    )
+    harness.handle([deployed])
+    # v2's reference (same population) carries v2's own scores.
+    reference = reference_frame(seed=7)
+    reference["fraud_probability"] = score_v2(reference[FEATURE_NAMES].to_numpy())
+    registry.publish_version("2", reference, VersionInfo("2", 0.5, {}))
+    registry.champion = "2"
+    # In-flight predictions of the old champion, then stable traffic scored by the new one.
+    harness.run(harness.feed.predictions(gen.generate(400), version="1"))
+    harness.run(harness.feed.predictions(gen.generate(6000), version="2", scorer=score_v2))
+    view = harness.detector.drift_view()
+    assert view["reference_version"] == "2"
+    prediction = view["tracks"]["prediction"]
+    assert prediction["windows_processed"] >= 5
+    assert prediction["state"] == "stable", prediction["latest_window"]
+    assert [
+        e for e in harness.events(Topic.DATA_DRIFT_DETECTED.value) if e["drift_type"] == "prediction"
+    ] == []
+    # The check is not blind: the old champion's scores against v2's reference do drift.
+    harness.run(harness.feed.predictions(gen.generate(3000), version="2", scorer=score))
+    assert harness.detector.drift_view()["tracks"]["prediction"]["state"] != "stable"
 
 
 def labelled_stream(

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from drift_detector.models import ModelInfoCache, VersionInfo
@@ -62,3 +63,30 @@ def test_lookups_retry_until_mlflow_and_a_champion_are_there() -> None:
         assert cache.pending() == ["champion"]  # the periodic refresh stays scheduled
     finally:
         cache.stop()
+
+
+def test_a_reference_without_scores_is_scored_by_its_own_version() -> None:
+    from drift_detector.models import RegistryClient
+    from fraud_model.features import FEATURE_NAMES
+
+    features = pd.DataFrame(np.random.default_rng(1).random((50, len(FEATURE_NAMES))), columns=FEATURE_NAMES)
+
+    class Scorer:
+        def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+            return matrix[:, 0] / 2
+
+    class Registry:
+        loaded: list[str] = []
+
+        def load_reference(self, version: str, include_targets: bool = False) -> pd.DataFrame:
+            return features.copy()
+
+        def load_booster(self, version: str) -> Scorer:
+            self.loaded.append(version)
+            return Scorer()
+
+    client = RegistryClient.__new__(RegistryClient)
+    client._registry = Registry()  # type: ignore[assignment]
+    frame = client.reference("7")
+    assert Registry.loaded == ["7"]
+    np.testing.assert_allclose(frame["fraud_probability"], features[FEATURE_NAMES[0]] / 2)

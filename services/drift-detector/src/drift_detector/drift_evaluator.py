@@ -6,7 +6,9 @@
   machine (:class:`~drift_detector.state.AlertStateMachine`) decides whether it is an
   event on ``data.drift.detected``, and an Evidently report of the window is requested.
 * The reference is the serving champion's (asked from the registry in the background;
-  a ``model.deployed`` makes it ask again); a new reference re-bins the buffered rows.
+  a ``model.deployed`` makes it ask again): both its features and its ``fraud_probability``
+  scores. A new reference re-bins the buffered feature rows and empties the prediction
+  window, which only takes scores of the reference's own version.
 * A succeeded ``monitor`` action shrinks the window (and the step in proportion) until it
   expires on the stream's event-time clock.
 
@@ -152,6 +154,11 @@ class DriftEvaluator:
                 frame, track.columns, s.psi_bins, s.psi_discrete_max_values, s.psi_epsilon
             )
             track.window.set_binning(binning)
+            if track.drift_type == "prediction":
+                # Scores are the serving model's own: the previous champion's scores still in
+                # the window say nothing about the new one (features are model-independent and
+                # are simply re-binned).
+                track.window.clear()
             track.machine.reset()
             track.latest, track.assessment = None, None
         self.reference_version, self.reference_frame = version, frame
@@ -189,8 +196,15 @@ class DriftEvaluator:
         m.PREDICTIONS.inc(len(records))
         self._feed("data", matrix, times, records)
 
+        # Only scores of the model whose reference is in force: around a promotion the old
+        # champion's in-flight predictions (and the new one's, before its reference is loaded)
+        # would compare one model's scores with another's.
         champion_rows = [
-            i for i, r in enumerate(records) if r.value.get("ab_arm", CHAMPION_ARM) == CHAMPION_ARM
+            i
+            for i, r in enumerate(records)
+            if r.value.get("ab_arm", CHAMPION_ARM) == CHAMPION_ARM
+            and self.reference_version is not None
+            and str(r.value.get("model_version", "")) == self.reference_version
         ]
         if "prediction" in self.tracks and champion_rows:
             probs = np.array([[float(records[i].value.get(PREDICTION_COLUMN, nan))] for i in champion_rows])

@@ -57,7 +57,22 @@ class RegistryClient:
         return VersionInfo(version=version, threshold=threshold, baseline=baseline)
 
     def reference(self, version: str) -> pd.DataFrame:
-        return self._registry.load_reference(version, include_targets=True)
+        """The version's logged reference: features, its own scores and labels.
+
+        A run that logged no ``fraud_probability`` (older versions) gets it by scoring its
+        reference features with the version itself, so prediction drift always compares the
+        serving model's scores with its own.
+        """
+        from fraud_model.features import FEATURE_NAMES
+        from fraud_model.training import PREDICTION_COLUMN
+
+        frame = self._registry.load_reference(version, include_targets=True)
+        if PREDICTION_COLUMN not in frame.columns:
+            scorer = self._registry.load_booster(version)
+            frame = frame.copy()
+            frame[PREDICTION_COLUMN] = scorer.predict_proba(frame[list(FEATURE_NAMES)].to_numpy())
+            log.info("reference_scores_computed", version=version, rows=len(frame))
+        return frame
 
 
 Task = tuple[str, str]  # (kind, version): ("champion", ""), ("info", v), ("reference", v)

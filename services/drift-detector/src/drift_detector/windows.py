@@ -71,6 +71,14 @@ class WindowManager:
             self.bins[idx] = binning.assign(self.values[idx])
         self._recount()
 
+    def clear(self) -> None:
+        """Forget every buffered row (they are not comparable with the new reference); keep bins and size."""
+        self.total = 0
+        self.until_eval = self.size
+        if self.bins is not None:
+            self.bins[:] = 0
+        self._recount()
+
     def resize(self, size: int, step: int) -> None:
         """Change window size/step (a 'monitor' action or its expiry)."""
         size = min(size, self.capacity - self.chunk)
