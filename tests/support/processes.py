@@ -3,7 +3,9 @@
 A :class:`ServiceLauncher` remembers what it started; :meth:`ServiceLauncher.close` stops
 everything and prints the tail of each log, which pytest shows only when the test failed.
 This module is the one place in the test tree that spawns service processes, picks free
-ports and reads ``/metrics`` pages.
+ports and reads ``/metrics`` pages. Every service it starts knows the session's API keys
+(:mod:`tests.support.keys`), and :meth:`ServiceProcess.get` / :meth:`ServiceProcess.post`
+send the key of the role an endpoint needs unless told otherwise (``role=None``: anonymous).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+from mlops_platform.auth import Role
+from tests.support import keys
+from tests.support.keys import NEEDED
 
 if TYPE_CHECKING:
     from mlops_platform.settings import PlatformSettings
@@ -142,15 +148,28 @@ class ServiceProcess:
         except OSError:
             return "(no log)"
 
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        """``GET`` on the service; keyword arguments go to :func:`httpx.get`."""
+    def get(self, path: str, role: Role | str | None = NEEDED, **kwargs: Any) -> httpx.Response:
+        """``GET`` on the service with a viewer key (or ``role``'s); the rest goes to :func:`httpx.get`."""
         kwargs.setdefault("timeout", 30)
-        return httpx.get(f"{self.url}{path}", **kwargs)
+        return httpx.get(f"{self.url}{path}", **keys.with_key(self.module, "GET", path, role, kwargs))
 
-    def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
-        """``POST`` a JSON body to the service; keyword arguments go to :func:`httpx.post`."""
+    def post(
+        self, path: str, json: Any = None, role: Role | str | None = NEEDED, **kwargs: Any
+    ) -> httpx.Response:
+        """``POST`` a JSON body with the key the endpoint needs (or ``role``'s); see :func:`needed_role`."""
         kwargs.setdefault("timeout", 60)
-        return httpx.post(f"{self.url}{path}", json=json, **kwargs)
+        return httpx.post(
+            f"{self.url}{path}", json=json, **keys.with_key(self.module, "POST", path, role, kwargs)
+        )
+
+    def request(
+        self, method: str, path: str, role: Role | str | None = NEEDED, **kwargs: Any
+    ) -> httpx.Response:
+        """Any request, with the key the endpoint needs (or ``role``'s, ``None``: anonymous)."""
+        kwargs.setdefault("timeout", 60)
+        return httpx.request(
+            method, f"{self.url}{path}", **keys.with_key(self.module, method, path, role, kwargs)
+        )
 
     def json(self, path: str, **params: Any) -> Any:
         """The JSON body of ``GET path?params``; fails on an error status."""
@@ -282,6 +301,8 @@ class ServiceLauncher:
             port_var or f"{env_prefix}HTTP_PORT": str(port),
             f"{env_prefix}HEARTBEAT_INTERVAL_S": "3600",
             "LOG_FORMAT": "console",
+            # The digests of the session's API keys (tests send the plaintext ones).
+            "API_KEYS": keys.API_KEYS_ENV,
             **(env or {}),
         }
         log_path = self.log_dir / f"{module}-{port}.log"

@@ -15,6 +15,7 @@ from alerter.config import Settings
 from alerter.models import ACK_BY_LABEL, ACK_INCIDENT_LABEL, AlertEvent, AlertStatus, Severity
 from alerter.routing import RoutingConfig
 from alerter.service import AlerterService
+from tests.support.keys import KeyedClient, identity
 
 RULES = RoutingConfig.from_dict(
     {
@@ -89,7 +90,7 @@ def service(monkeypatch: pytest.MonkeyPatch) -> RecordingService:
 @pytest.fixture
 def http(service: RecordingService) -> TestClient:
     # No lifespan: no Kafka loop runs; the tests feed the engine directly.
-    return TestClient(build_app(service.settings, service=service))
+    return KeyedClient(build_app(service.settings, service=service), "alerter")
 
 
 def fire(service: AlerterService, alert_id: str, key: str, severity: Severity = Severity.CRITICAL) -> None:
@@ -136,12 +137,22 @@ def test_ack_stops_escalation_and_is_recorded_on_the_topic(
     assert body["alert"]["status"] == "acknowledged" and body["alert"]["next_escalation_at"] is None
     [event] = service.published
     assert event["status"] == "acknowledged"
-    assert event["labels"] == {ACK_INCIDENT_LABEL: "A", ACK_BY_LABEL: "ana"}
+    # Who acknowledged is the caller's key; a name in the body only says on whose behalf.
+    by = f"{identity('operator')} (as ana)"
+    assert event["labels"] == {ACK_INCIDENT_LABEL: "A", ACK_BY_LABEL: by}
+    assert body["alert"]["acknowledged_by"] == by
     assert event["dedup_key"] == "k1"
     assert event["envelope"]["correlation_id"] == "corr-1"
     assert event["envelope"]["causation_id"] == first["event_id"]
     again = http.post("/alerts/A/ack").json()
     assert again["changed"] is False and len(service.published) == 1
+
+
+def test_ack_without_a_name_is_the_callers_identity(service: RecordingService, http: TestClient) -> None:
+    fire(service, "A", "k1")
+    body = http.post("/alerts/A/ack").json()
+    assert body["alert"]["acknowledged_by"] == identity("operator")
+    assert service.published[0]["labels"][ACK_BY_LABEL] == identity("operator")
 
 
 def test_ack_when_kafka_is_down_still_acknowledges(service: RecordingService, http: TestClient) -> None:
@@ -201,7 +212,9 @@ def test_alertmanager_gets_a_503_to_retry_when_direct_routing_is_off(service: Re
     settings = service.settings.model_copy(update={"alertmanager_direct_fallback": False})
     strict = RecordingService(settings)
     strict.fail_with = "broker down"
-    response = TestClient(build_app(settings, service=strict)).post("/alertmanager", json=AM_PAYLOAD)
+    response = KeyedClient(build_app(settings, service=strict), "alerter").post(
+        "/alertmanager", json=AM_PAYLOAD
+    )
     assert response.status_code == 503 and response.json()["failed"] == 2
 
 

@@ -18,6 +18,8 @@ from drift_detector.config import Settings
 from drift_detector.reports import ReportJob, ReportMeta, ReportStore, ReportWorker, new_report_id
 from fraud_model.features import FEATURE_NAMES, build_features
 from fraud_model.generator import TransactionGenerator, affected_features
+from tests.support.keys import KeyedClient
+from tests.support.keys import store as keys_store
 
 
 def evidently_columns(page: str) -> dict[str, str]:
@@ -135,7 +137,8 @@ def client(tmp_path: Path) -> TestClient:
     store.html_path("ready1").write_text("<html><body>hour_of_day</body></html>")
     store.add(meta("pending1"))
     store.add(meta("failed1", status="failed", error="boom"))
-    return TestClient(app)
+    app.state.key_store = keys_store()
+    return KeyedClient(app, "drift_detector")
 
 
 def test_api_views_and_report_statuses(client: TestClient) -> None:

@@ -27,6 +27,7 @@ from mlops_platform.errors import (
 )
 from mlops_platform.health import CheckResult
 from mlops_platform.kafka import Output
+from tests.support.keys import KeyedClient
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def harness() -> Iterator[Harness]:
     settings = Settings(max_batch_size=5, max_quality_events=4, log_format="console")
     checks = {name: (lambda name=name: health[name]) for name in health}
     service = IngestService(settings, publisher=publisher, checks=checks)
-    with TestClient(build_app(settings, service=service)) as client:
+    with KeyedClient(build_app(settings, service=service), "ingest") as client:
         yield Harness(client, publisher, service, health)
 
 

@@ -12,6 +12,7 @@ from mlops_platform.kafka import Guarantee
 from predictor.app import build_app
 from predictor.config import Settings
 from predictor.service import PredictorService
+from tests.support.keys import KeyedClient
 from tests.support.predictor_fakes import FakeRuntime, FakeSource
 from tests.support.scoring import transactions
 
@@ -29,7 +30,7 @@ def service(source: FakeSource) -> PredictorService:
 
 @pytest.fixture
 def client(service: PredictorService) -> Iterator[TestClient]:
-    yield TestClient(build_app(service.settings, service=service))
+    yield KeyedClient(build_app(service.settings, service=service), "predictor")
 
 
 def test_model_shows_what_serves(client: TestClient, service: PredictorService) -> None:

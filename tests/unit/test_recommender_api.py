@@ -10,6 +10,7 @@ from recommender.api import router
 from recommender.config import Settings
 from recommender.engine import Click, EngineConfig, Interaction, RecList, Recommender, StateTables
 from recsys_data import load_catalogue
+from tests.support.keys import KeyedClient, store
 
 CATALOGUE = load_catalogue()
 
@@ -36,7 +37,8 @@ def client(backend: FakeBackend, tmp_path: Path) -> TestClient:
     app.include_router(router)
     app.state.settings = Settings(data_dir=tmp_path, max_k=30)
     app.state.recommender = backend
-    return TestClient(app)
+    app.state.key_store = store()
+    return KeyedClient(app, "recommender")
 
 
 def _horror(n: int) -> list[str]:
@@ -101,7 +103,8 @@ def test_not_running_is_503(tmp_path: Path) -> None:
     app = FastAPI()
     app.include_router(router)
     app.state.settings = Settings(data_dir=tmp_path)
-    assert TestClient(app).get("/recommendations/u").status_code == 503
+    app.state.key_store = store()
+    assert KeyedClient(app, "recommender").get("/recommendations/u").status_code == 503
 
 
 def test_settings_defaults_and_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

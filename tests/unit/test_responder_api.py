@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from auto_responder.api import router
 from mlops_platform.contracts import Topic
+from tests.support.keys import KeyedClient, store
 from tests.unit.test_responder_service import Clock, FakeRegistry, drift, make, wait_until
 
 
@@ -22,7 +22,8 @@ def setup():
     app = FastAPI()
     app.state.responder = responder
     app.include_router(router)
-    with TestClient(app) as client:
+    app.state.key_store = store()
+    with KeyedClient(app, "auto_responder") as client:
         yield client, responder, clock, registry
 
 

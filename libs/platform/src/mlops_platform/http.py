@@ -4,6 +4,14 @@
 readiness check passes (Kafka, schema registry and whatever the service adds, such
 as "a model is loaded" or "the consumer loop is running"), 503 with the failing
 checks otherwise; ``/metrics`` exposes the process's Prometheus registry.
+
+Everything else a service adds is protected by API keys (:mod:`mlops_platform.auth`):
+the app factory loads the configured keys (``API_KEYS`` / ``API_KEYS_FILE``) into
+``app.state.key_store`` and routes declare the role they need (``Viewer``, ``Producer``,
+``Operator``). ``/health``, ``/ready``, ``/metrics``, ``/docs`` and ``/openapi.json`` stay
+open: probes, scrapers and readers of the API's description need no key. Request bodies
+are limited (``max_body_size``, 1 MiB unless the service says otherwise): a larger one is
+answered 413 before it is read.
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ from mlops_platform.settings import ServiceSettings
 
 log = get_logger(__name__)
 
+#: Largest request body a service accepts unless it says otherwise (413 above it).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
@@ -42,6 +53,7 @@ def create_app(
     description: str = "",
     lifespan: Lifespan | None = None,
     version: str = __version__,
+    max_body_size: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """Build a service's FastAPI app with the platform endpoints.
 
@@ -61,10 +73,18 @@ def create_app(
                 yield
         log.info("service_stopped")
 
-    app = FastAPI(title=title, description=description, version=version, lifespan=app_lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=app_lifespan,
+        max_body_size=max_body_size,
+    )
     app.state.settings = settings
     app.state.checks = default_checks(settings)
     app.state.key_store = KeyStore.load(settings.api_keys, settings.api_keys_file)
+    if not app.state.key_store.entries:
+        log.warning("no_api_keys", detail="no API key configured: every protected endpoint answers 401")
 
     @app.get("/health", tags=["platform"])
     async def health() -> dict[str, str]:

@@ -12,6 +12,7 @@ from alerter.alertmanager import AlertmanagerWebhook
 from alerter.engine import AlertAlreadyResolved, AlertNotFound
 from alerter.models import Severity
 from alerter.service import AlerterService
+from mlops_platform.auth import Operator, Producer, Role, require
 
 STATUSES = ("firing", "acknowledged", "resolved", "open")
 
@@ -66,7 +67,13 @@ class AlertPublic(BaseModel):
 
 
 class AckRequest(BaseModel):
-    by: str = Field("operator", min_length=1, max_length=200, description="Who takes the alert.")
+    by: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="A person taking the alert on behalf of the caller: recorded after the caller's "
+        "identity (`<role>:<key name> (as <by>)`), never instead of it.",
+    )
     comment: str | None = Field(None, max_length=2000)
 
 
@@ -84,7 +91,8 @@ class AlertmanagerResponse(BaseModel):
     alert_ids: list[str]
 
 
-router = APIRouter(tags=["alerts"])
+# Reading needs a viewer key; acknowledging an operator key; Alertmanager's webhook a producer key.
+router = APIRouter(tags=["alerts"], dependencies=[Depends(require(Role.VIEWER))])
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -130,11 +138,17 @@ def get_alert(alert_id: str, service: ServiceDep) -> dict[str, Any]:
     response_model=AckResponse,
     responses={404: {"description": "Unknown alert"}, 409: {"description": "Already resolved"}},
 )
-async def ack_alert(alert_id: str, service: ServiceDep, body: AckRequest | None = None) -> dict[str, Any]:
-    """Acknowledge an alert: its escalation stops and repeats are no longer sent."""
+async def ack_alert(
+    alert_id: str, service: ServiceDep, principal: Operator, body: AckRequest | None = None
+) -> dict[str, Any]:
+    """Acknowledge an alert: its escalation stops and repeats are no longer sent.
+
+    `acknowledged_by` is the caller's identity (`<role>:<key name>`) from its API key.
+    """
     body = body or AckRequest()
+    by = principal.identity if body.by is None else f"{principal.identity} (as {body.by})"
     try:
-        alert, changed, persisted = await service.acknowledge(alert_id, body.by, body.comment)
+        alert, changed, persisted = await service.acknowledge(alert_id, by, body.comment)
     except AlertNotFound:
         raise HTTPException(404, f"no alert {alert_id!r} in the history") from None
     except AlertAlreadyResolved:
@@ -148,8 +162,11 @@ async def ack_alert(alert_id: str, service: ServiceDep, body: AckRequest | None 
     tags=["alertmanager"],
     responses={503: {"description": "Kafka refused the alerts and direct routing is disabled"}},
 )
-async def alertmanager_webhook(webhook: AlertmanagerWebhook, service: ServiceDep) -> Any:
-    """Alertmanager webhook receiver (JSON version 4): every alert is routed like a system.alerts record."""
+async def alertmanager_webhook(webhook: AlertmanagerWebhook, service: ServiceDep, _caller: Producer) -> Any:
+    """Alertmanager webhook receiver (JSON version 4): every alert is routed like a system.alerts record.
+
+    Alertmanager authenticates with a producer key (`http_config.authorization.credentials`).
+    """
     outcome = await service.receive_alertmanager(webhook)
     body = {
         "received": outcome.received,

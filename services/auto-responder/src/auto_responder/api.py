@@ -12,8 +12,10 @@ from pydantic import BaseModel, Field
 
 from auto_responder.model import Action, Status
 from auto_responder.responder import Responder
+from mlops_platform.auth import Operator, Role, require
 
-router = APIRouter(tags=["auto-responder"])
+# Reading needs a viewer key; the manual actions an operator key.
+router = APIRouter(tags=["auto-responder"], dependencies=[Depends(require(Role.VIEWER))])
 
 
 def get_responder(request: Request) -> Responder:
@@ -102,10 +104,15 @@ def _manual_response(record: Any) -> JSONResponse:
     "/actions/promote",
     responses={409: {"description": "The promotion failed or was not needed (see outcome)."}},
 )
-async def promote(responder: ResponderDep, body: PromoteRequest | None = None) -> JSONResponse:
-    """Promote a version (default @challenger) to @champion, as an automated promote would."""
+async def promote(
+    responder: ResponderDep, principal: Operator, body: PromoteRequest | None = None
+) -> JSONResponse:
+    """Promote a version (default @challenger) to @champion, as an automated promote would.
+
+    The caller's identity is recorded as the action's ``actor`` on system.actions.
+    """
     version = body.version if body else None
-    record = await run_in_threadpool(responder.manual, Action.PROMOTE, version)
+    record = await run_in_threadpool(responder.manual, Action.PROMOTE, version, actor=principal.identity)
     return _manual_response(record)
 
 
@@ -113,7 +120,10 @@ async def promote(responder: ResponderDep, body: PromoteRequest | None = None) -
     "/actions/rollback",
     responses={409: {"description": "The rollback failed (e.g. no @previous_champion)."}},
 )
-async def rollback(responder: ResponderDep) -> JSONResponse:
-    """Point @champion back at @previous_champion, as an automated rollback would."""
-    record = await run_in_threadpool(responder.manual, Action.ROLLBACK)
+async def rollback(responder: ResponderDep, principal: Operator) -> JSONResponse:
+    """Point @champion back at @previous_champion, as an automated rollback would.
+
+    The caller's identity is recorded as the action's ``actor`` on system.actions.
+    """
+    record = await run_in_threadpool(responder.manual, Action.ROLLBACK, actor=principal.identity)
     return _manual_response(record)

@@ -52,6 +52,8 @@ class ActionContext:
     trigger: Mapping[str, Any]
     manual: bool = False
     params: dict[str, str] = field(default_factory=dict)
+    #: The operator who asked for a manual action (``<role>:<key name>``).
+    actor: str | None = None
     #: action id of the impossible action this one is the rule's fallback for
     fallback_of: str = ""
 
@@ -63,7 +65,8 @@ class ActionContext:
     def reason(self) -> str:
         c = self.condition
         if self.manual:
-            return f"manual {self.decision.action.value} (operator request {c.trigger_event_id})"
+            by = f" by {self.actor}" if self.actor else ""
+            return f"manual {self.decision.action.value} (operator request {c.trigger_event_id}{by})"
         return f"{c.event_type} {c.assessed.name} (rule {self.decision.rule_id}, event {c.trigger_event_id})"
 
 

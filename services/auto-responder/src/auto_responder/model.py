@@ -153,6 +153,8 @@ class ActionRecord:
     duration_ms: float = 0.0
     details: dict[str, str] = field(default_factory=dict)
     envelope: dict[str, Any] = field(default_factory=dict)
+    #: Who asked for a manual action (``<role>:<key name>``); None for the automation's decisions.
+    actor: str | None = None
 
     @property
     def event_type(self) -> str:
@@ -181,6 +183,7 @@ class ActionRecord:
             "outcome": self.outcome,
             "duration_ms": float(self.duration_ms),
             "details": {str(k): str(v) for k, v in self.details.items()},
+            "actor": self.actor,
         }
 
     @classmethod
@@ -207,6 +210,7 @@ class ActionRecord:
             duration_ms=float(value.get("duration_ms") or 0.0),
             details={str(k): str(v) for k, v in (value.get("details") or {}).items()},
             envelope=envelope,
+            actor=value.get("actor"),
         )
 
     def public(self) -> dict[str, Any]:

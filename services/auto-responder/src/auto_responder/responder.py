@@ -293,11 +293,20 @@ class Responder:
 
     # --------------------------------------------------------------- manual
 
-    def manual(self, action: Action, version: str | None = None, timeout_s: float = 300.0) -> ActionRecord:
+    def manual(
+        self,
+        action: Action,
+        version: str | None = None,
+        timeout_s: float = 300.0,
+        *,
+        actor: str | None = None,
+    ) -> ActionRecord:
         """An operator's promote / rollback: same executor and records, no rule or policy.
 
-        The trigger is the operator's request (its id is ``trigger_event_id``, type ``manual``).
-        Blocks until the action finished; returns its terminal record.
+        The trigger is the operator's request (its id is ``trigger_event_id``, type ``manual``);
+        ``actor`` (who asked, ``<role>:<key name>``) is recorded in every ``system.actions``
+        record of the action and in the logs. Blocks until the action finished; returns its
+        terminal record.
         """
         trigger = new_envelope(f"{self.settings.service_name}-api")
         attributes = {"model_name": self.settings.model_name}
@@ -313,8 +322,14 @@ class Responder:
         )
         decision = Decision(condition=condition, rule_id=f"manual-{action.value}", action=action)
         ctx = ActionContext(
-            str(uuid.uuid4()), decision, trigger, manual=True, params={"version": version} if version else {}
+            str(uuid.uuid4()),
+            decision,
+            trigger,
+            manual=True,
+            params={"version": version} if version else {},
+            actor=actor,
         )
+        log.info("manual_action_requested", action=action.value, version=version, actor=actor)
         with self._lock:
             self._start(ctx)
             running = self._running.get(ctx.action_id)
@@ -379,6 +394,7 @@ class Responder:
             suppressed_reason=suppressed_reason,
             duration_ms=duration_ms,
             details=self._details(ctx, details),
+            actor=ctx.actor,
         )
         event = make_event(self.settings.service_name, record.payload(), cause=cause or dict(ctx.trigger))
         outbox = outbox if outbox is not None else Outbox(self.producer)
@@ -399,6 +415,7 @@ class Responder:
             trigger_event_id=record.trigger_event_id,
             reason=suppressed_reason,
             outcome=outcome,
+            actor=record.actor,
         )
         return record
 
@@ -610,6 +627,7 @@ class Responder:
                 Decision(condition=condition, rule_id=started.rule_id, action=action),
                 started.envelope,
                 manual=started.details.get("manual") == "true",
+                actor=started.actor,
             )
             outcome = (
                 f"interrupted: the auto-responder stopped before this {started.action} finished "

@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from drift_detector.detector import DriftDetector
 from drift_detector.reports import ReportStore
+from mlops_platform.auth import Role, require
 
 
 def get_detector(request: Request) -> DriftDetector:
@@ -24,7 +25,8 @@ def get_reports(request: Request) -> ReportStore:
 DetectorDep = Annotated[DriftDetector, Depends(get_detector)]
 ReportsDep = Annotated[ReportStore, Depends(get_reports)]
 
-router = APIRouter(tags=["drift"])
+# Every route reads: a viewer key (or any role) is needed.
+router = APIRouter(tags=["drift"], dependencies=[Depends(require(Role.VIEWER))])
 
 
 @router.get("/drift")

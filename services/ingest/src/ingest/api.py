@@ -8,9 +8,10 @@ issues), the 503 handlers and the per-endpoint request counter, installed on the
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, FastAPI, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, status
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -29,7 +30,8 @@ from ingest.ingestion import (
     ServiceUnavailable,
     unavailable_reason,
 )
-from ingest.metrics import REQUESTS
+from ingest.limits import IdempotencyConflict, RateLimiter, fingerprint
+from ingest.metrics import RECORDS_REJECTED, REQUESTS
 from ingest.models import (
     ClickCreate,
     ErrorResponse,
@@ -41,6 +43,11 @@ from ingest.models import (
     TransactionCreate,
 )
 from ingest.quality import event_time_warnings, issues_from_validation, record_count, transaction_warnings
+from ingest.service import IngestService
+from mlops_platform.auth import Principal, Producer
+from mlops_platform.logs import get_logger
+
+log = get_logger(__name__)
 
 #: Error type of a batch over INGEST_MAX_BATCH_SIZE (reported like pydantic's own errors).
 BATCH_TOO_LARGE: Final = "batch_too_large"
@@ -55,6 +62,16 @@ def get_ingestor(request: Request) -> Ingestor:
 
 
 ServiceDep = Annotated[Ingestor, Depends(get_ingestor)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Makes the request safe to retry: the same key and body answer the first 202 "
+        "again without publishing; another body with the same key is refused (422).",
+    ),
+]
 
 _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     status.HTTP_422_UNPROCESSABLE_CONTENT: {
@@ -64,6 +81,12 @@ _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     status.HTTP_503_SERVICE_UNAVAILABLE: {
         "model": ErrorResponse,
         "description": "Kafka or the schema registry is unavailable; nothing was published.",
+    },
+    status.HTTP_413_CONTENT_TOO_LARGE: {"description": "The body is over INGEST_MAX_BODY_BYTES."},
+    status.HTTP_429_TOO_MANY_REQUESTS: {
+        "model": ErrorResponse,
+        "description": "The API key's quota is spent; nothing was published. "
+        "Retry after Retry-After seconds.",
     },
 }
 
@@ -115,15 +138,70 @@ def _prepare(service: Ingestor, kind: RecordKind, body: Any) -> Prepared:
     return Prepared(payload=_event_payload(body), event_time=event_time, warnings=warnings)
 
 
+async def _admit(
+    request: Request,
+    principal: Principal,
+    kind: RecordKind,
+    body: Any,
+    count: int,
+    idempotency_key: str | None,
+    work: Callable[[], Awaitable[IngestAccepted]],
+) -> Any:
+    """Quota and idempotency around one request: ``work`` publishes it."""
+    service: IngestService = request.app.state.ingest
+    owner = principal.name
+    if idempotency_key is not None:
+        print_ = fingerprint(_route_path(request), body.model_dump(mode="json"))
+        try:
+            stored = await service.idempotency.begin(owner, idempotency_key, print_)
+        except IdempotencyConflict:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                "this Idempotency-Key was already used with a different request; use a new key",
+            ) from None
+        if stored is not None:
+            log.info("ingest_replayed", record_type=kind.name, records=count, caller=principal.identity)
+            return JSONResponse(stored, status_code=202, headers={"Idempotent-Replayed": "true"})
+    try:
+        wait_s = service.quota.take(owner, count)
+        if wait_s > 0:
+            RECORDS_REJECTED.labels(kind.name, "rate_limited").inc(count)
+            log.info("ingest_rate_limited", record_type=kind.name, records=count, caller=principal.identity)
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"quota of key {owner!r} spent: {service.settings.rate_limit_per_s:g} records/s, "
+                f"bursts of {service.settings.rate_limit_burst:g}; nothing was published",
+                headers={"Retry-After": RateLimiter.retry_after(wait_s)},
+            )
+        accepted = await work()
+    except BaseException:
+        if idempotency_key is not None:
+            service.idempotency.abandon(owner, idempotency_key)
+        raise
+    if idempotency_key is not None:
+        service.idempotency.finish(owner, idempotency_key, accepted.model_dump(mode="json"))
+    return accepted
+
+
 @router.post(
     "/transactions",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=IngestAccepted,
     tags=["fraud scoring"],
 )
-async def post_transaction(body: TransactionCreate, service: ServiceDep) -> IngestAccepted:
+async def post_transaction(
+    body: TransactionCreate,
+    service: ServiceDep,
+    principal: Producer,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     """Submit one card transaction for fraud scoring (published to prediction.request)."""
-    return await service.ingest(TRANSACTION, [_prepare_transaction(service, body, 0)])
+
+    async def work() -> IngestAccepted:
+        return await service.ingest(TRANSACTION, [_prepare_transaction(service, body, 0)], principal.name)
+
+    return await _admit(request, principal, TRANSACTION, body, 1, idempotency_key, work)
 
 
 @router.post(
@@ -132,7 +210,13 @@ async def post_transaction(body: TransactionCreate, service: ServiceDep) -> Inge
     response_model=IngestAccepted,
     tags=["fraud scoring"],
 )
-async def post_transaction_batch(body: TransactionBatchCreate, service: ServiceDep) -> IngestAccepted:
+async def post_transaction_batch(
+    body: TransactionBatchCreate,
+    service: ServiceDep,
+    principal: Producer,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     """Submit a batch of transactions, published all together or not at all."""
     limit = service.settings.max_batch_size
     if len(body.transactions) > limit:
@@ -148,8 +232,12 @@ async def post_transaction_batch(body: TransactionBatchCreate, service: ServiceD
             ],
             body={"transactions": [t.model_dump(include={"transaction_id"}) for t in body.transactions]},
         )
-    prepared = [_prepare_transaction(service, txn, index) for index, txn in enumerate(body.transactions)]
-    return await service.ingest(TRANSACTION, prepared)
+
+    async def work() -> IngestAccepted:
+        prepared = [_prepare_transaction(service, txn, index) for index, txn in enumerate(body.transactions)]
+        return await service.ingest(TRANSACTION, prepared, principal.name)
+
+    return await _admit(request, principal, TRANSACTION, body, len(body.transactions), idempotency_key, work)
 
 
 @router.post(
@@ -158,9 +246,19 @@ async def post_transaction_batch(body: TransactionBatchCreate, service: ServiceD
     response_model=IngestAccepted,
     tags=["recommendations"],
 )
-async def post_interaction(body: InteractionCreate, service: ServiceDep) -> IngestAccepted:
+async def post_interaction(
+    body: InteractionCreate,
+    service: ServiceDep,
+    principal: Producer,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     """Record a user's interaction with an item (published to business.user.interaction)."""
-    return await service.ingest(INTERACTION, [_prepare(service, INTERACTION, body)])
+
+    async def work() -> IngestAccepted:
+        return await service.ingest(INTERACTION, [_prepare(service, INTERACTION, body)], principal.name)
+
+    return await _admit(request, principal, INTERACTION, body, 1, idempotency_key, work)
 
 
 @router.post(
@@ -169,9 +267,19 @@ async def post_interaction(body: InteractionCreate, service: ServiceDep) -> Inge
     response_model=IngestAccepted,
     tags=["recommendations"],
 )
-async def post_click(body: ClickCreate, service: ServiceDep) -> IngestAccepted:
+async def post_click(
+    body: ClickCreate,
+    service: ServiceDep,
+    principal: Producer,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     """Record a click on a recommended item (published to business.recommendation.clicked)."""
-    return await service.ingest(CLICK, [_prepare(service, CLICK, body)])
+
+    async def work() -> IngestAccepted:
+        return await service.ingest(CLICK, [_prepare(service, CLICK, body)], principal.name)
+
+    return await _admit(request, principal, CLICK, body, 1, idempotency_key, work)
 
 
 @router.post(
@@ -180,9 +288,19 @@ async def post_click(body: ClickCreate, service: ServiceDep) -> IngestAccepted:
     response_model=IngestAccepted,
     tags=["fraud scoring"],
 )
-async def post_label(body: LabelFeedbackCreate, service: ServiceDep) -> IngestAccepted:
+async def post_label(
+    body: LabelFeedbackCreate,
+    service: ServiceDep,
+    principal: Producer,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     """Report the ground truth of a scored transaction (published to prediction.feedback)."""
-    return await service.ingest(LABEL, [_prepare(service, LABEL, body)])
+
+    async def work() -> IngestAccepted:
+        return await service.ingest(LABEL, [_prepare(service, LABEL, body)], principal.name)
+
+    return await _admit(request, principal, LABEL, body, 1, idempotency_key, work)
 
 
 @router.post(
@@ -191,9 +309,19 @@ async def post_label(body: LabelFeedbackCreate, service: ServiceDep) -> IngestAc
     response_model=IngestAccepted,
     tags=["recommendations"],
 )
-async def post_feedback(body: FeedbackCreate, service: ServiceDep) -> IngestAccepted:
+async def post_feedback(
+    body: FeedbackCreate,
+    service: ServiceDep,
+    principal: Producer,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
     """Record a user's explicit feedback (published to business.feedback.received)."""
-    return await service.ingest(FEEDBACK, [_prepare(service, FEEDBACK, body)])
+
+    async def work() -> IngestAccepted:
+        return await service.ingest(FEEDBACK, [_prepare(service, FEEDBACK, body)], principal.name)
+
+    return await _admit(request, principal, FEEDBACK, body, 1, idempotency_key, work)
 
 
 # --------------------------------------------------------------------------- errors and metrics

@@ -20,6 +20,14 @@ clicks and feedback on the `business.*` topics), followed by a `data.ingested` s
   `data.quality.issues` event per problem. Suspicious but valid values are accepted and
   returned as `warnings` (also published, with `rejected=false`).
 * **503** — Kafka or the schema registry is unavailable: nothing published; retry later.
+* **401 / 403** — no valid API key, or a key without the `producer` role.
+* **429** — the key's quota (token bucket, records per second) is spent: nothing published;
+  retry after `Retry-After` seconds.
+* **413** — the body is over `INGEST_MAX_BODY_BYTES`.
+
+Send `Idempotency-Key: <unique string>` to make a request safe to retry: the same key with the
+same body answers the first 202 again (same event ids, header `Idempotent-Replayed: true`)
+without publishing anything; with another body it is refused (422).
 """
 
 
@@ -27,7 +35,13 @@ def build_app(settings: Settings | None = None, *, service: IngestService | None
     """The ingest FastAPI app (tests may pass a service built with a fake publisher)."""
     settings = settings or Settings()
     service = service or IngestService(settings)
-    app = create_app(settings, title="ingest", description=DESCRIPTION, lifespan=service.lifespan)
+    app = create_app(
+        settings,
+        title="ingest",
+        description=DESCRIPTION,
+        lifespan=service.lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
     app.state.ingest = service
     install(app)
     return app

@@ -23,6 +23,21 @@ class Settings(ServiceSettings):
     http_port: int = 8001
 
     max_batch_size: int = Field(1000, ge=1, description="Most transactions one batch request may hold.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body (413 above it, before it is read)."
+    )
+    rate_limit_per_s: float = Field(
+        2000.0, gt=0, description="Records per second each API key may send (token bucket refill rate)."
+    )
+    rate_limit_burst: float = Field(
+        4000.0, ge=1, description="Records an API key may send at once (token bucket capacity)."
+    )
+    idempotency_window_s: float = Field(
+        3600.0, gt=0, description="How long an Idempotency-Key answers its first request again."
+    )
+    idempotency_max_keys: int = Field(
+        100_000, ge=1, description="Most idempotency keys remembered (the oldest are forgotten first)."
+    )
     transactional: bool = Field(
         True,
         description=(

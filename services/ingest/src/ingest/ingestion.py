@@ -159,8 +159,13 @@ class Ingestor:
         """Where records of ``kind`` go, keyed by the binding's key field."""
         return self._bindings[kind.contract]
 
-    async def ingest(self, kind: RecordKind, records: Sequence[Prepared]) -> IngestAccepted:
-        """Publish ``records`` (all or none) with their warnings and a ``data.ingested`` summary."""
+    async def ingest(
+        self, kind: RecordKind, records: Sequence[Prepared], producer: str | None = None
+    ) -> IngestAccepted:
+        """Publish ``records`` (all or none) with their warnings and a ``data.ingested`` summary.
+
+        ``producer`` is the name of the caller's API key, recorded in the summary.
+        """
         binding = self.binding(kind)
         record_events = [make_event(SOURCE, r.payload, event_time=r.event_time) for r in records]
         events = [Output(binding, e) for e in record_events]
@@ -187,6 +192,7 @@ class Ingestor:
                 "record_count": len(records),
                 "event_ids": event_ids,
                 "batch_id": batch_id,
+                "producer": producer,
             },
         )
         outgoing = [*events, *warning_events, Output(self._ingested, summary)]

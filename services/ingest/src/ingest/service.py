@@ -22,6 +22,7 @@ from datetime import datetime
 
 from ingest.config import Settings
 from ingest.ingestion import DependencyGate, Ingestor
+from ingest.limits import IdempotencyStore, RateLimiter
 from ingest.metrics import quality_event_dropped
 from mlops_platform.contracts import utc_now
 from mlops_platform.health import Check
@@ -77,6 +78,8 @@ class IngestService:
         self.publisher = publisher
         # The readiness checks, cached: refusing up front costs nothing per request.
         self.ingestor = Ingestor(settings, publisher, DependencyGate(checks or {}), clock)
+        self.quota = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        self.idempotency = IdempotencyStore(settings.idempotency_window_s, settings.idempotency_max_keys)
 
     @property
     def lifespan(self) -> Lifespan | None:

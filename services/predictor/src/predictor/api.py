@@ -9,6 +9,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
+from mlops_platform.auth import Operator, Producer, Role, require
+from mlops_platform.logs import get_logger
 from predictor import metrics
 from predictor.scoring import NoModelLoaded
 from predictor.service import PredictorService
@@ -21,7 +23,10 @@ def get_service(request: Request) -> PredictorService:
 
 ServiceDep = Annotated[PredictorService, Depends(get_service)]
 
-router = APIRouter()
+log = get_logger(__name__)
+
+# Reading needs a viewer key; a refresh an operator key; synchronous scoring a producer key.
+router = APIRouter(dependencies=[Depends(require(Role.VIEWER))])
 
 
 # --------------------------------------------------------------------------- schemas
@@ -135,8 +140,9 @@ async def get_model(service: ServiceDep) -> ModelPublic:
 
 
 @router.post("/model/refresh", response_model=ModelPublic, tags=["model"])
-async def refresh_model(service: ServiceDep) -> ModelPublic:
+async def refresh_model(service: ServiceDep, principal: Operator) -> ModelPublic:
     """Check the aliases in the registry now and load what changed (same as a model.deployed event)."""
+    log.info("model_refresh_requested", actor=principal.identity)
     await run_in_threadpool(service.holder.refresh, "http")
     return describe_model(service)
 
@@ -147,7 +153,7 @@ async def refresh_model(service: ServiceDep) -> ModelPublic:
     tags=["scoring"],
     responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "No model is loaded yet."}},
 )
-def score(body: ScoreRequest, service: ServiceDep) -> ScorePublic:
+def score(body: ScoreRequest, service: ServiceDep, _caller: Producer) -> ScorePublic:
     """Score one transaction synchronously, exactly as the stream would; nothing is published."""
     started = time.perf_counter()
     try:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from mlops_platform.auth import Role, require
 from mlops_platform.logs import get_logger
 from recommender.engine import RecList, Recommender
 from recommender.metrics import recommender_metrics
@@ -100,7 +101,8 @@ class ItemPublic(BaseModel):
     similar: list[SimilarItemPublic]
 
 
-router = APIRouter(tags=["recommendations"])
+# Every route reads: a viewer key (or any role) is needed.
+router = APIRouter(tags=["recommendations"], dependencies=[Depends(require(Role.VIEWER))])
 
 
 @router.get("/recommendations/{user_id}", response_model=RecommendationsPublic)
