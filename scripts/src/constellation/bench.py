@@ -1,7 +1,8 @@
-"""Scoring benchmark: the predictor pipeline vs a naive per-event scorer vs the raw Kafka pipe.
+"""Scoring benchmark: the predictor pipeline vs a naive per-event scorer vs the raw Kafka pipe,
+next to the compute floor, and ingest's HTTP front door.
 
-    python -m constellation bench [--rates 250,1000,2000] [--duration 10] [--saturation-events 20000]
-                                  [--own-predictor] [--via kafka|ingest] [--quick]
+    python -m constellation bench [--rates 250,1000,5000] [--duration 10] [--saturation-events 60000]
+                                  [--predictors N] [--running-predictor] [--via kafka|ingest] [--quick]
 
 Three modes on the same broker, with the same generator transactions (Avro
 ``prediction.request`` values):
@@ -9,14 +10,24 @@ Three modes on the same broker, with the same generator transactions (Avro
 * **pipeline** — requests go to ``prediction.request`` (or through ingest's HTTP API with
   ``--via ingest``) and are scored by the predictor (micro-batches, Kafka transactions);
   arrival is when ``prediction.completed`` becomes readable (``read_committed``). By default
-  the running predictor (``--predictor-url``) is used; if none answers, or with
-  ``--own-predictor``, one is started on private topics.
+  ``--predictors`` instances (one per core) are started on private topics, in one consumer
+  group; ``--running-predictor`` uses the running one (``--predictor-url``) instead.
 * **naive** — a separate process consumes one message, builds features for one row, predicts
   one row, produces the result and waits for the broker's acknowledgement, then takes the next
   (offsets stored after the acknowledgement, committed in the background: at-least-once).
   Private topics, same model version as the pipeline's champion.
 * **raw** — produce -> consume of the same request bytes on a private topic, no processing:
   the ceiling the broker and client set on this machine.
+
+Besides the three modes:
+
+* **compute floor** — decode -> features -> predict -> encode of the same events through the
+  predictor's own handler in one process with no Kafka (``bench_floor``), with the time per
+  event of each stage; the pipeline is reported as a multiple of it.
+* **ingest** — the running ingest over HTTP (``bench_ingest``): accepted transactions/s and
+  the 202's latency, and end to end to ``prediction.completed``, on ``/transactions`` and
+  ``/transactions/batch``, at saturation and fixed rates (skipped when ingest is not running).
+* **memory** — each started process's resident memory when ready and after saturation.
 
 Each mode runs a saturation phase (a burst of N events: throughput = N / time until the last
 one arrived) and fixed-rate phases (events scheduled at exact times; latency = arrival minus
@@ -49,6 +60,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from constellation import ROOT, stack
+from constellation.bench_floor import compute_floor
+from constellation.bench_ingest import run_ingest
 from constellation.processes import Child, free_port, http_json, start_child, wait_until
 from constellation.traffic import IngestSender, KafkaSender, Sender, TransactionPool, encode_request
 from mlops_platform.contracts import Topic, make_event
@@ -86,24 +99,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     worker.add_argument("--model-name", required=True)
     worker.add_argument("--version", required=True)
 
-    parser.add_argument("--rates", default="250,1000,2000", help="fixed rates in events/s (comma separated)")
+    parser.add_argument("--rates", default="250,1000,5000", help="fixed rates in events/s (comma separated)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per fixed-rate phase")
-    parser.add_argument("--saturation-events", type=int, default=20_000, help="burst size (pipeline, raw)")
+    parser.add_argument("--saturation-events", type=int, default=60_000, help="burst size (pipeline, raw)")
     parser.add_argument("--naive-events", type=int, default=3_000, help="burst size of the naive baseline")
     parser.add_argument("--warmup-events", type=int, default=300)
     parser.add_argument("--predictor-url", default=os.environ.get("PREDICTOR_URL", service_url("predictor")))
-    parser.add_argument("--own-predictor", action="store_true", help="start a predictor on private topics")
+    parser.add_argument(
+        "--predictors",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="predictor processes started on private topics, one consumer group (default: one per core)",
+    )
+    parser.add_argument(
+        "--running-predictor", action="store_true", help="measure the running predictor instead"
+    )
+    parser.add_argument("--own-predictor", action="store_true", help=argparse.SUPPRESS)  # the default now
+    parser.add_argument("--floor-events", type=int, default=10_000, help="events of the compute floor")
+    parser.add_argument("--ingest-rates", default="250", help="fixed rates of /transactions (tx/s)")
+    parser.add_argument("--ingest-batch-rates", default="1000,5000", help="fixed rates of the batch endpoint")
+    parser.add_argument("--ingest-batch-size", type=int, default=100, help="transactions per batch request")
     parser.add_argument("--model-name", default=os.environ.get("PREDICTOR_MODEL_NAME", "fraud_detector"))
     parser.add_argument("--via", choices=("kafka", "ingest"), default="kafka", help="how requests enter")
     parser.add_argument("--ingest-url", default=os.environ.get("INGEST_URL", service_url("ingest")))
-    parser.add_argument("--modes", default="pipeline,naive,raw", help="which modes to run")
+    parser.add_argument(
+        "--modes", default="pipeline,naive,raw,floor,ingest", help="which modes to run (comma separated)"
+    )
     parser.add_argument("--quick", action="store_true", help="short run: 2 rates x 5 s, small bursts")
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.quick:
         args.rates, args.duration = "250,1000", 5.0
-        args.saturation_events, args.naive_events, args.warmup_events = 5_000, 1_000, 200
+        args.saturation_events, args.naive_events, args.warmup_events = 10_000, 1_000, 200
+        args.floor_events, args.ingest_batch_rates = 3_000, "1000"
     return args
 
 
@@ -382,6 +411,88 @@ def wait_ready(child: Child, ready: Callable[[], bool], what: str) -> None:
         raise SystemExit(f"{what}:\n{child.tail()}")
 
 
+def start_predictors(
+    args: argparse.Namespace, request_topic: str, completed_topic: str, log_dir: Path
+) -> tuple[list[Child], list[str]]:
+    """``--predictors`` processes on private topics in one consumer group; waits until all are ready."""
+    group = f"bench-predictor-{uuid.uuid4().hex[:6]}"
+    children, urls = [], []
+    for index in range(1, max(args.predictors, 1) + 1):
+        port = free_port()
+        env = {
+            **os.environ,
+            "PREDICTOR_HTTP_PORT": str(port),
+            "PREDICTOR_INSTANCE_ID": f"bench-{uuid.uuid4().hex[:6]}",
+            "PREDICTOR_GROUP_ID": group,
+            "PREDICTOR_MODEL_NAME": args.model_name,
+            "PREDICTOR_REQUEST_TOPIC": request_topic,
+            "PREDICTOR_COMPLETED_TOPIC": completed_topic,
+            "PREDICTOR_HEARTBEAT_INTERVAL_S": "3600",
+        }
+        child = start_child(f"predictor-{index}", [sys.executable, "-m", "predictor"], env, log_dir)
+        children.append(child)
+        urls.append(f"http://127.0.0.1:{port}")
+        log(f"starting predictor {index}/{args.predictors} on private topics ({urls[-1]}, {child.log_path})")
+    for child, url in zip(children, urls, strict=True):
+        wait_ready(
+            child,
+            lambda url=url: bool((http_json(f"{url}/ready") or {}).get("ready")),  # type: ignore[misc]
+            f"{child.name} did not become ready",
+        )
+    # Ready is not yet assigned: a member joining mid-run would rebalance the group (and abort
+    # the transaction in flight) inside a measured phase.
+    admin = AdminClient(PlatformSettings().admin_config())
+    if wait_until(lambda: group_balanced(admin, group, len(children)), children[0].alive, 120) != "ready":
+        log(f"the {len(children)} predictors did not all get partitions within two minutes; measuring anyway")
+    return children, urls
+
+
+def group_balanced(admin: AdminClient, group: str, members: int) -> bool:
+    """Every one of ``members`` consumers of ``group`` holds partitions."""
+    with suppress(Exception):
+        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        assigned = [m for m in description.members if m.assignment and m.assignment.topic_partitions]
+        return len(assigned) == members
+    return False
+
+
+def resident_memory(processes: list[Child]) -> dict[str, float]:
+    """Resident memory (MB) of each started process that is still running."""
+    sizes = {}
+    for child in processes:
+        if not child.alive():
+            continue
+        with suppress(OSError):
+            for line in Path(f"/proc/{child.popen.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes[child.name] = round(int(line.split()[1]) / 1024, 1)
+    return sizes
+
+
+def measure_ingest(args: argparse.Namespace, settings: PlatformSettings, workload: TransactionPool) -> Any:
+    """Ingest over HTTP against the running stack; None (and a note) when ingest or the predictor is down."""
+    if not (http_json(f"{args.ingest_url}/ready") or {}).get("ready"):
+        log(f"ingest at {args.ingest_url} is not ready: ingest phases skipped (make up)")
+        return None
+    if not (http_json(f"{args.predictor_url}/ready") or {}).get("ready"):
+        log(f"no running predictor at {args.predictor_url}: ingest phases skipped (make up)")
+        return None
+    collector = Collector(settings, COMPLETED)
+    try:
+        return run_ingest(
+            args.ingest_url,
+            workload,
+            collector,
+            single_rates=[float(r) for r in args.ingest_rates.split(",") if r.strip()],
+            batch_rates=[float(r) for r in args.ingest_batch_rates.split(",") if r.strip()],
+            batch_size=args.ingest_batch_size,
+            duration_s=args.duration,
+            log=log,
+        )
+    finally:
+        collector.close()
+
+
 # --------------------------------------------------------------------------- naive worker
 
 
@@ -450,7 +561,11 @@ MODES = ("pipeline", "naive", "raw")
 LABELS = {"pipeline": "pipeline (predictor)", "naive": "naive per-event", "raw": "raw Kafka pipe"}
 
 
-def comparison(results: dict[str, list[PhaseResult]]) -> dict[str, Any]:
+def comparison(
+    results: dict[str, list[PhaseResult]],
+    floor: dict[str, Any] | None = None,
+    ingest: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     def saturation(mode: str) -> float | None:
         for r in results.get(mode, []):
             if r.phase == "saturation" and r.received:
@@ -474,13 +589,23 @@ def comparison(results: dict[str, list[PhaseResult]]) -> dict[str, Any]:
         }
         for phase, modes in latency.items()
     }
+    floor_rate = floor["events_per_s"] if floor else None
     return {
-        "saturation_throughput": sat,
+        "saturation_throughput": {**sat, "compute_floor": floor_rate},
         "throughput_ratios": {
             "pipeline_vs_naive": ratio(sat["pipeline"], sat["naive"]),
             "pipeline_vs_raw": ratio(sat["pipeline"], sat["raw"]),
             "naive_vs_raw": ratio(sat["naive"], sat["raw"]),
+            "pipeline_vs_compute_floor": ratio(sat["pipeline"], floor_rate),
         },
+        "compute_floor_stages_us_per_event": floor["stages_us_per_event"] if floor else None,
+        "ingest": [
+            {
+                key: r[key]
+                for key in ("endpoint", "phase", "accepted_per_s", "latency_202_ms", "end_to_end_ms", "note")
+            }
+            for r in ingest or []
+        ],
         "latency_at_fixed_rates_ms": latency,
         "latency_ratios": latency_ratios,
     }
@@ -529,6 +654,61 @@ def table(results: dict[str, list[PhaseResult]], summary: dict[str, Any]) -> str
     return "\n".join(lines)
 
 
+def extras(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The columns beyond the three modes: compute floor, its profile, ingest, memory, targets."""
+    sat, ratios = summary["saturation_throughput"], summary["throughput_ratios"]
+    instances = summary.get("predictor_instances", 1)
+
+    def rate(value: float | None, unit: str = "ev/s") -> str:
+        return f"{value:,.0f} {unit}" if value else "n/a"
+
+    ingest = summary.get("ingest") or []
+    saturated = [r for r in ingest if r["phase"] == "saturation"]
+    batch_sat = next((r for r in saturated if "batch" in r["endpoint"]), None)
+    single_sat = next((r for r in saturated if "batch" not in r["endpoint"]), None)
+    processes = f"{instances} predictor process{'es' if instances != 1 else ''}"
+    lines = [
+        "",
+        "side by side at saturation: "
+        + " | ".join(
+            [
+                f"pipeline ({processes}) {rate(sat['pipeline'])}",
+                f"naive {rate(sat['naive'])}",
+                f"raw pipe {rate(sat['raw'])}",
+                f"compute floor (1 process) {rate(sat['compute_floor'])}",
+                f"ingest batch {rate(batch_sat['accepted_per_s'] if batch_sat else None, 'tx/s')}",
+                f"ingest single {rate(single_sat['accepted_per_s'] if single_sat else None, 'tx/s')}",
+            ]
+        ),
+        "ratios: "
+        + ", ".join(f"{k.replace('_vs_', '/')} = {v:.3g}x" for k, v in ratios.items() if v is not None),
+    ]
+    stages = summary.get("compute_floor_stages_us_per_event")
+    if stages:
+        floor = meta["compute_floor"]
+        lines.append(
+            f"compute floor profile, us/event ({floor['us_per_event']:.1f} in all): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+        )
+    if ingest:
+        lines.append(f"{'ingest':<38}{'tx/s':>9}  {'202 p50/p95/p99 ms':>22}  {'score p50/p95/p99 ms':>26}")
+        for r in ingest:
+            a, e = r["latency_202_ms"], r["end_to_end_ms"]
+            lines.append(
+                f"{r['endpoint'] + ' ' + r['phase']:<38}{r['accepted_per_s']:>9,.0f}  "
+                f"{a.get('p50', 0):>6.1f} {a.get('p95', 0):>7.1f} {a.get('p99', 0):>7.1f}  "
+                f"{e.get('p50', 0):>8.1f} {e.get('p95', 0):>8.1f} {e.get('p99', 0):>8.1f} {r['note']}"
+            )
+    memory = summary.get("resident_memory_mb") or {}
+    ready, after = memory.get("ready", {}), memory.get("after_pipeline", {})
+    if ready:
+        lines.append(
+            "resident memory, MB (ready -> after saturation): "
+            + ", ".join(f"{name} {ready[name]:.0f} -> {after.get(name, float('nan')):.0f}" for name in ready)
+        )
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -548,9 +728,11 @@ def main(argv: list[str] | None = None) -> int:
     started_at = datetime.now(UTC)
     results: dict[str, list[PhaseResult]] = {}
     meta: dict[str, Any] = {}
+    memory: dict[str, dict[str, float]] = {}
     try:
-        # ---- the pipeline: running predictor, or our own on private topics
-        predictor_model = http_json(f"{args.predictor_url}/model") if not args.own_predictor else None
+        # ---- the pipeline: our own predictors on private topics, or the running one
+        use_running = args.running_predictor or args.via == "ingest"
+        predictor_model = http_json(f"{args.predictor_url}/model") if use_running else None
         ready = http_json(f"{args.predictor_url}/ready") if predictor_model else None
         with private_topics(settings, "request", "completed", "naive-in", "naive-out", "raw") as topics:
             req_topic, out_topic, naive_in, naive_out, raw_topic = topics
@@ -562,29 +744,16 @@ def main(argv: list[str] | None = None) -> int:
                 if args.via == "ingest":
                     raise SystemExit("--via ingest needs the running predictor (make up)")
                 ensure_champion(args.model_name, settings)
-                port = free_port()
-                env = {
-                    **os.environ,
-                    "PREDICTOR_HTTP_PORT": str(port),
-                    "PREDICTOR_INSTANCE_ID": f"bench-{uuid.uuid4().hex[:6]}",
-                    "PREDICTOR_GROUP_ID": f"bench-predictor-{uuid.uuid4().hex[:6]}",
-                    "PREDICTOR_MODEL_NAME": args.model_name,
-                    "PREDICTOR_REQUEST_TOPIC": req_topic,
-                    "PREDICTOR_COMPLETED_TOPIC": out_topic,
-                    "PREDICTOR_HEARTBEAT_INTERVAL_S": "3600",
-                }
-                predictor = start_child("predictor", [sys.executable, "-m", "predictor"], env, log_dir)
-                processes.append(predictor)
-                url = f"http://127.0.0.1:{port}"
-                log(f"starting a predictor on private topics ({url}, log {predictor.log_path})")
-                wait_ready(
-                    predictor,
-                    lambda: bool((http_json(f"{url}/ready") or {}).get("ready")),
-                    "the predictor did not become ready",
-                )
-                predictor_model = http_json(f"{url}/model") or {}
+                predictors, urls = start_predictors(args, req_topic, out_topic, log_dir)
+                processes.extend(predictors)
+                predictor_model = http_json(f"{urls[0]}/model") or {}
                 pipeline_in, pipeline_out = req_topic, out_topic
-                meta["predictor"] = {"url": url, "own": True, "model": predictor_model}
+                meta["predictor"] = {
+                    "urls": urls,
+                    "own": True,
+                    "instances": len(predictors),
+                    "model": predictor_model,
+                }
             champion = (predictor_model or {}).get("champion") or {}
             model_name = str((predictor_model or {}).get("model_name") or args.model_name)
             version = str(champion.get("version") or "")
@@ -600,6 +769,7 @@ def main(argv: list[str] | None = None) -> int:
             def to_kafka(topic: str) -> KafkaSender:
                 return KafkaSender(settings, topic, serde, source="bench")
 
+            memory["ready"] = resident_memory(processes)
             if "pipeline" in modes:
                 sender: Sender = (
                     IngestSender(args.ingest_url, on_refused=refusal_logger())
@@ -607,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
                     else to_kafka(pipeline_in)
                 )
                 measure("pipeline", sender, pipeline_out, args.saturation_events)
+                memory["after_pipeline"] = resident_memory(processes)
 
             if "naive" in modes:
                 worker = start_child(
@@ -644,11 +815,26 @@ def main(argv: list[str] | None = None) -> int:
 
             if "raw" in modes:
                 measure("raw", to_kafka(raw_topic), raw_topic, args.saturation_events)
+
+            if "floor" in modes:
+                log(f"compute floor: {args.floor_events} events, one process, no Kafka")
+                now = time.time()
+                blobs = [encode_request(serde, t, now) for t in workload.take(args.floor_events, "floor")]
+                meta["compute_floor"] = compute_floor(settings, serde, blobs, model_name)
+                log(
+                    f"compute floor {meta['compute_floor']['events_per_s']:.0f} ev/s "
+                    f"({meta['compute_floor']['us_per_event']:.1f} us/event)"
+                )
+
+            if "ingest" in modes:
+                meta["ingest"] = measure_ingest(args, settings, workload)
     finally:
         for process in processes:
             process.stop()
 
-    summary = comparison(results)
+    summary = comparison(results, meta.get("compute_floor"), meta.get("ingest"))
+    summary["resident_memory_mb"] = memory
+    summary["predictor_instances"] = (meta.get("predictor") or {}).get("instances", 1)
     report = {
         "started_at": started_at.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
@@ -677,6 +863,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.output_dir / f"bench-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(report, indent=2, default=str))
     print(table(results, summary))
+    print(extras(summary, meta))
     print(json.dumps(summary, indent=2, default=str))
     print(f"results written to {path}")
     return 0

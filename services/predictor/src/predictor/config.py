@@ -104,6 +104,15 @@ class Settings(ServiceSettings):
             "over 100 ms. Retries still back off exponentially (retry.backoff.max.ms)."
         ),
     )
+    producer_retry_backoff_max_ms: int = Field(
+        20,
+        ge=1,
+        description=(
+            "librdkafka retry.backoff.max.ms of the transactional producer: CONCURRENT_TRANSACTIONS "
+            "retries back off exponentially up to this (default 1 s, which stalls a stream for that long "
+            "whenever the coordinator is slow to complete the previous commit)."
+        ),
+    )
     retry_backoff_s: float = Field(2.0, gt=0, description="Pause before retrying a batch (e.g. no model).")
     session_timeout_ms: int = Field(
         10_000,

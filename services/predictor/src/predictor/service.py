@@ -105,7 +105,11 @@ class PredictorService:
             dead_letter_topic=settings.dead_letter_topic,
             consumer_overrides=group_overrides,
             # The whole batch is produced before the commit flushes it: lingering only delays it.
-            producer_overrides={"retry.backoff.ms": settings.producer_retry_backoff_ms, "linger.ms": 0},
+            producer_overrides={
+                "retry.backoff.ms": settings.producer_retry_backoff_ms,
+                "retry.backoff.max.ms": settings.producer_retry_backoff_max_ms,
+                "linger.ms": 0,
+            },
         )
         self.events_loop = runtime.stream(
             inputs=[settings.model_events],
