@@ -31,8 +31,10 @@ from typing import Any
 import httpx
 import pytest
 
+from constellation import api_keys
 from fraud_model.contract import transaction_payload
 from fraud_model.generator import DelayedLabels, TransactionGenerator
+from mlops_platform.auth import Role
 from mlops_platform.contracts import Topic, make_event
 from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
@@ -145,7 +147,9 @@ class Traffic(threading.Thread):
 
     def run(self) -> None:
         started = time.monotonic()
-        with httpx.Client(timeout=30) as client:
+        # The stack's producer key: ingest's writes need it, and it reads the recommender too.
+        headers = api_keys.ensure().headers(Role.PRODUCER)
+        with httpx.Client(timeout=30, headers=headers) as client:
             while not self.stopped.is_set():
                 tick = time.monotonic()
                 if 0 <= self.drift_after_s <= tick - started and not self.stats.drifted:

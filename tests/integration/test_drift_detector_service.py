@@ -29,10 +29,12 @@ from fraud_model.features import build_features, feature_dict
 from fraud_model.generator import TransactionGenerator, affected_features
 from fraud_model.registry import ModelRegistry
 from fraud_model.training import TrainingResult, log_and_register, train
+from mlops_platform.auth import Role
 from mlops_platform.contracts import Topic, make_event
 from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
+from tests.support.keys import headers
 from tests.support.processes import ServiceLauncher, ServiceProcess
 from tests.support.topics import TopicTail
 
@@ -394,8 +396,11 @@ def test_shift_is_detected_naming_the_features_with_a_report(
     # The report of the drifted window: generated off the hot path, then served as HTML.
     url = event["report_url"]
     assert url and url.startswith(service.url + "/reports/")
-    service.wait("the report", lambda: httpx.get(url, timeout=10).status_code == 200, timeout_s=240)
-    page = httpx.get(url, timeout=30).text
+    viewer = headers(Role.VIEWER)
+    service.wait(
+        "the report", lambda: httpx.get(url, timeout=10, headers=viewer).status_code == 200, timeout_s=240
+    )
+    page = httpx.get(url, timeout=30, headers=viewer).text
     columns = evidently_columns(page)
     assert expected <= {c for c, status in columns.items() if status == "Detected"}
     assert columns.get("amount") == "Not Detected"

@@ -59,11 +59,12 @@ import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from constellation import ROOT, stack
+from constellation import ROOT, api_keys, stack
 from constellation.bench_floor import compute_floor
 from constellation.bench_ingest import run_ingest
 from constellation.processes import Child, free_port, http_json, start_child, wait_until
 from constellation.traffic import IngestSender, KafkaSender, Sender, TransactionPool, encode_request
+from mlops_platform.auth import Role
 from mlops_platform.contracts import Topic, make_event
 from mlops_platform.kafka import create_topic
 from mlops_platform.serde import AvroSerde
@@ -78,6 +79,12 @@ MAX_LOAD_FACTOR = 0.8
 
 
 # --------------------------------------------------------------------------- arguments
+
+
+def viewer_headers() -> dict[str, str] | None:
+    """The stack's viewer key (reads of the services' APIs need one)."""
+    key = api_keys.client_key(Role.VIEWER, "VIEWER_API_KEY")
+    return {"X-API-Key": key} if key else None
 
 
 def service_url(name: str) -> str:
@@ -732,7 +739,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # ---- the pipeline: our own predictors on private topics, or the running one
         use_running = args.running_predictor or args.via == "ingest"
-        predictor_model = http_json(f"{args.predictor_url}/model") if use_running else None
+        predictor_model = (
+            http_json(f"{args.predictor_url}/model", headers=viewer_headers()) if use_running else None
+        )
         ready = http_json(f"{args.predictor_url}/ready") if predictor_model else None
         with private_topics(settings, "request", "completed", "naive-in", "naive-out", "raw") as topics:
             req_topic, out_topic, naive_in, naive_out, raw_topic = topics
@@ -746,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
                 ensure_champion(args.model_name, settings)
                 predictors, urls = start_predictors(args, req_topic, out_topic, log_dir)
                 processes.extend(predictors)
-                predictor_model = http_json(f"{urls[0]}/model") or {}
+                predictor_model = http_json(f"{urls[0]}/model", headers=viewer_headers()) or {}
                 pipeline_in, pipeline_out = req_topic, out_topic
                 meta["predictor"] = {
                     "urls": urls,
@@ -772,7 +781,11 @@ def main(argv: list[str] | None = None) -> int:
             memory["ready"] = resident_memory(processes)
             if "pipeline" in modes:
                 sender: Sender = (
-                    IngestSender(args.ingest_url, on_refused=refusal_logger())
+                    IngestSender(
+                        args.ingest_url,
+                        on_refused=refusal_logger(),
+                        api_key=api_keys.client_key(Role.PRODUCER, "INGEST_API_KEY"),
+                    )
                     if args.via == "ingest"
                     else to_kafka(pipeline_in)
                 )

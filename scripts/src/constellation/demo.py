@@ -30,9 +30,10 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-from constellation import stack
+from constellation import api_keys, stack
 from constellation.processes import http_json
 from constellation.traffic import DelayedLabelSender, LiveTraffic
+from mlops_platform.auth import Role
 from mlops_platform.contracts import Topic
 from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
@@ -174,6 +175,7 @@ def describe(topic: str, value: dict[str, Any]) -> str:
         return f"ALERT [{value['severity']}] {value['title']} ({value['status']})"
     if topic == Topic.SYSTEM_ACTIONS:
         reason = f" ({value['suppressed_reason']})" if value.get("suppressed_reason") else ""
+        reason += f" by {value['actor']}" if value.get("actor") else ""
         return (
             f"ACTION {value['action']} {value['status']}{reason} rule={value['rule_id']} "
             f"trigger={value['trigger_event_type']}: {value['outcome']}"
@@ -184,7 +186,8 @@ def describe(topic: str, value: dict[str, Any]) -> str:
 
 
 def status_line(urls: Urls, traffic: LiveTraffic, phase: str) -> str:
-    model = http_json(f"{urls.predictor}/model") or {}
+    viewer = api_keys.client_key(Role.VIEWER, "VIEWER_API_KEY")
+    model = http_json(f"{urls.predictor}/model", headers={"X-API-Key": viewer} if viewer else None) or {}
     serving = [
         f"{arm}=v{model[arm]['version']}"
         for arm in ("champion", "challenger")
@@ -239,7 +242,9 @@ def run_demo(args: argparse.Namespace, urls: Urls | None = None, stop: threading
     timeline.assigned.wait(30)
     labels_producer = EventProducer(settings, "chargeback-simulator", timeline.serde)
     labels = DelayedLabelSender(labels_producer, (args.label_delay_min, args.label_delay_max), seed=2026)
-    traffic = LiveTraffic(urls.ingest, args.rate, labels)
+    traffic = LiveTraffic(
+        urls.ingest, args.rate, labels, api_key=api_keys.client_key(Role.PRODUCER, "INGEST_API_KEY")
+    )
     traffic.start()
     started = time.monotonic()
     phase = "baseline"

@@ -127,13 +127,17 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def http_json(url: str, timeout_s: float = 3.0) -> dict[str, Any] | None:
+def http_json(
+    url: str, timeout_s: float = 3.0, headers: dict[str, str] | None = None
+) -> dict[str, Any] | None:
     """The JSON object ``GET url`` answers, also with an error status (``/ready`` says why with 503).
 
-    ``None`` when nothing answers or the answer is not a JSON object.
+    ``None`` when nothing answers or the answer is not a JSON object. ``headers`` carry an
+    API key where the endpoint needs one.
     """
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - local URLs only
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - local URLs only
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - local URLs only
             body = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:

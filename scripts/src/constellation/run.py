@@ -7,7 +7,8 @@
    standing in for Slack/e-mail);
 2. trains a fresh baseline champion for this run, so every demo starts from the same place;
 3. (re)starts the six services with demo tuning (smaller windows and sample minimums, a
-   larger challenger share) so the loop closes in minutes instead of hours;
+   larger challenger share) so the loop closes in minutes instead of hours, and prints the
+   API keys (generated once into ``.stack/api-keys.json``) with curl examples;
 4. runs the demo (``constellation.demo``): traffic, drift injection, the live event timeline;
 5. on Ctrl+C (or when the demo ends with --exit-after-loop) stops everything it started.
 
@@ -21,7 +22,7 @@ import signal
 import sys
 import threading
 
-from constellation import demo, stack
+from constellation import api_keys, demo, stack
 
 SINKS_HTTP_PORT, SINKS_SMTP_PORT = demo.SINKS_HTTP_PORT, demo.SINKS_SMTP_PORT
 
@@ -96,6 +97,10 @@ def print_urls() -> None:
     print(f"  Drift reports       http://{stack.HOST}:{stack.SERVICE_BY_NAME['drift-detector'].port}/reports")
     print(f"  Delivered alerts    http://{stack.HOST}:{SINKS_HTTP_PORT}/")
     print("  Status              make status\n")
+    # The operator's own keys (generated once, .stack/api-keys.json, 0600): how to call the APIs.
+    ingest = f"http://{stack.HOST}:{stack.SERVICE_BY_NAME['ingest'].port}"
+    responder = f"http://{stack.HOST}:{stack.SERVICE_BY_NAME['auto-responder'].port}"
+    print(api_keys.usage(api_keys.ensure(stack.STATE), ingest, responder) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from constellation import ROOT, acls, credentials
+from constellation import ROOT, acls, api_keys, credentials
 from constellation.processes import http_json, http_ok, http_post, launch, port_open, tail, wait_until
 from mlops_platform.service_catalogue import ServiceSpec, load_services
 from mlops_platform.settings import PlatformSettings
@@ -618,10 +618,16 @@ def render_alertmanager_config() -> Path:
 
     config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
     alerter = SERVICE_BY_NAME["alerter"]
+    # The alerter's webhook wants a producer key: written next to the config, 0600.
+    key_file = ALERTMANAGER_HOME / "alerter-api-key"
+    api_keys.write_private_text(key_file, api_keys.ensure(STATE).key(api_keys.Role.PRODUCER))
     for receiver in config.get("receivers", []):
         for webhook in receiver.get("webhook_configs", []):
             if str(webhook.get("url", "")).endswith("/alertmanager"):
                 webhook["url"] = f"http://{HOST}:{alerter.port}/alertmanager"
+                authorization = webhook.setdefault("http_config", {}).setdefault("authorization", {})
+                authorization.pop("credentials", None)
+                authorization["credentials_file"] = str(key_file)
     path = ALERTMANAGER_HOME / "alertmanager.yml"
     header = f"# Rendered by `python -m constellation stack` from {ALERTMANAGER_CONFIG.relative_to(ROOT)}.\n"
     _write_atomic(path, header + yaml.safe_dump(config, sort_keys=False))
@@ -736,6 +742,8 @@ def start_service(spec: ServiceSpec, index: int = 1, timeout_s: float = 120) -> 
     env[f"{spec.env_prefix}HTTP_HOST"] = HOST
     env[f"{spec.env_prefix}HTTP_PORT"] = str(port)
     env[f"{spec.env_prefix}INSTANCE_ID"] = f"{name}@{socket.gethostname()}"
+    # The digests of the stack's API keys (generated once into .stack/, 0600).
+    env.update(api_keys.ensure(STATE).service_env())
     env.setdefault("RESPONDER_SCALE_COMMAND", json.dumps(SCALE_COMMAND))
     spawn(name, [PYTHON, "-m", spec.module], env)
     # Listed before it is ready: an instance that fails to come up shows as down.

@@ -179,8 +179,11 @@ class IngestSender:
         timeout_s: float = 60.0,
         on_refused: Callable[[int, str], None] | None = None,
         transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
-        self.client = httpx.Client(base_url=url, timeout=timeout_s, transport=transport)
+        # Ingest wants a producer key (X-API-Key); None sends none (and gets 401).
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.client = httpx.Client(base_url=url, timeout=timeout_s, transport=transport, headers=headers)
         self.batch_size = batch_size
         self.on_refused = on_refused
         self.failures = 0
@@ -322,9 +325,10 @@ class LiveTraffic(threading.Thread):
         interactions_per_tick: int = 2,
         user_prefix: str = "demo-user",
         transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
         super().__init__(name="traffic", daemon=True)
-        self.sender = IngestSender(ingest_url, timeout_s=30, transport=transport)
+        self.sender = IngestSender(ingest_url, timeout_s=30, transport=transport, api_key=api_key)
         self.labels = labels
         self.rate = rate
         self.interactions_per_tick = interactions_per_tick

@@ -27,10 +27,10 @@ class Settings(ServiceSettings):
         8 * 1024 * 1024, ge=1024, description="Largest request body (413 above it, before it is read)."
     )
     rate_limit_per_s: float = Field(
-        2000.0, gt=0, description="Records per second each API key may send (token bucket refill rate)."
+        10_000.0, gt=0, description="Records per second each API key may send (token bucket refill rate)."
     )
     rate_limit_burst: float = Field(
-        4000.0, ge=1, description="Records an API key may send at once (token bucket capacity)."
+        20_000.0, ge=1, description="Records an API key may send at once (token bucket capacity)."
     )
     idempotency_window_s: float = Field(
         3600.0, gt=0, description="How long an Idempotency-Key answers its first request again."
