@@ -395,6 +395,47 @@ def test_won_evaluation_promotes_the_challenger(
     assert deployed["envelope"]["causation_id"] == trigger
 
 
+def test_validation_gate_keeps_the_champion_when_a_worse_challenger_won_the_evaluation(
+    stage: Stage,
+    start_responder: Callable[..., ResponderProcess],
+    producer: EventProducer,
+    topic_tail: Callable[..., TopicTail],
+    trained: TrainingResult,
+    mlflow_uri: str,
+) -> None:
+    [champion] = register(trained, mlflow_uri, stage.model_name, ["champion"])
+    # A deliberately worse challenger: trained on shuffled labels.
+    frame = TransactionGenerator(seed=11).generate_frame(6000)
+    frame["is_fraud"] = frame["is_fraud"].sample(frac=1.0, random_state=4).to_numpy()
+    [challenger] = register(train(frame, seed=11), mlflow_uri, stage.model_name, ["challenger"])
+    # Recent labelled traffic after the challenger was registered: the gate's holdout.
+    publish_labelled(producer, stage, rows=3000, seed=8)
+    responder = start_responder()
+    watch = topic_tail(
+        {stage.topics["alerts"]: Topic.SYSTEM_ALERTS, Topic.MODEL_DEPLOYED: Topic.MODEL_DEPLOYED}
+    )
+    evaluation = publish(
+        producer,
+        Topic.MODEL_EVALUATION_COMPLETED,
+        "drift-detector",
+        evaluation_payload(stage.model_name, champion, challenger),
+    )
+    trigger = evaluation["envelope"]["event_id"]
+    records = responder.wait_actions(lambda rs: len(rs) == 2, trigger_event_id=trigger)
+    assert by_trigger(records, trigger) == [("promote", "started"), ("promote", "suppressed")], records
+    refused = records[-1]
+    assert refused["suppressed_reason"] == "validation_gate"
+    assert "promotion refused by validation gate" in refused["outcome"]
+    assert refused["details"]["gate"] == "refused" and int(refused["details"]["gate_rows"]) == 3000
+    registry = ModelRegistry(mlflow_uri, stage.model_name)
+    assert registry.aliases() == {"champion": champion, "challenger": challenger}
+    alerts = watch.wait(stage.topics["alerts"], 2, related_event_id=trigger)
+    [alert] = [a for a in alerts if a["dedup_key"].endswith("validation-gate")]  # besides "promote started"
+    assert alert["severity"] == "HIGH" and "refused by the validation gate" in alert["title"]
+    assert watch.on(Topic.MODEL_DEPLOYED, model_name=stage.model_name) == []
+    assert responder.metric("responder_actions_total", action="promote", status="failed") == 0
+
+
 def test_high_degradation_rolls_back_to_the_previous_champion(
     stage: Stage,
     start_responder: Callable[..., ResponderProcess],

@@ -9,9 +9,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from auto_responder.config import Settings
+from auto_responder.data import LabelledData
 from auto_responder.executors import ActionContext, ActionResult, Executors
 from auto_responder.model import Action, ActionRecord, Condition, Decision, EventType, Severity
 from auto_responder.responder import Responder
@@ -90,12 +92,18 @@ class FakeRegistry:
 
 
 class FakeExecutors(Executors):
-    """Real executors except retrain, which is replaced by a gate the test opens."""
+    """Real executors except retrain, which is replaced by a gate the test opens, and the
+    validation gate's holdout, which is a frame the test sets (none: too small to judge)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.gate = threading.Event()
         self.retrains = 0
+        self.holdout_frame: pd.DataFrame | None = None
+
+    def holdout(self, ctx: ActionContext, challenger: str) -> LabelledData:
+        frame = self.holdout_frame if self.holdout_frame is not None else pd.DataFrame({"is_fraud": []})
+        return LabelledData(frame=frame, window_s=600, requests_read=len(frame), labels_read=len(frame))
 
     def retrain(self, ctx: ActionContext, outbox: Outbox) -> ActionResult:
         self.retrains += 1
@@ -316,6 +324,82 @@ def test_a_stale_evaluation_does_not_promote(clock):
     assert (done.status, done.suppressed_reason) == ("suppressed", "stale")
     assert registry.aliases["champion"] == "3"
     assert producer.on(Topic.MODEL_DEPLOYED) == []
+
+
+class ScoringRegistry(FakeRegistry):
+    """A registry whose versions are real trained models (for the validation gate)."""
+
+    def __init__(self, aliases: dict[str, str], models: dict[str, Any]) -> None:
+        super().__init__(aliases)
+        self.models = models
+
+    def load_booster(self, version: str) -> Any:
+        from fraud_model.registry import FraudScorer
+
+        result = self.models[version]
+        return FraudScorer(result.booster, MODEL, version, result.threshold)
+
+
+@pytest.fixture(scope="module")
+def gate_models() -> dict[str, Any]:
+    from fraud_model.generator import TransactionGenerator
+    from fraud_model.training import train
+
+    frame = TransactionGenerator(seed=21).generate_frame(6000)
+    shuffled = frame.copy()
+    shuffled["is_fraud"] = shuffled["is_fraud"].sample(frac=1.0, random_state=3).to_numpy()
+    holdout = TransactionGenerator(seed=22).generate_frame(4000)
+    return {
+        "good": train(frame, seed=1, params={"n_estimators": 60}),
+        "bad": train(shuffled, seed=1, params={"n_estimators": 60}),
+        "holdout": holdout,
+    }
+
+
+def test_validation_gate_refuses_a_worse_challenger_although_the_evaluation_says_it_won(clock, gate_models):
+    registry = ScoringRegistry(
+        {"champion": "3", "challenger": "4"}, {"3": gate_models["good"], "4": gate_models["bad"]}
+    )
+    responder, producer, executors, _ = make(clock, registry)
+    executors.holdout_frame = gate_models["holdout"]
+    [started] = responder.handle(Topic.MODEL_EVALUATION_COMPLETED, evaluation(clock))
+    done = terminal(responder, producer, started.action_id)
+    assert (done.status, done.suppressed_reason) == ("suppressed", "validation_gate"), done.outcome
+    assert "promotion refused by validation gate" in done.outcome
+    assert done.details["gate"] == "refused" and done.details["gate_rows"] == "4000"
+    assert float(done.details["gate_challenger_cost"]) > float(done.details["gate_champion_cost"])
+    # The champion stays, nothing is deployed, people are told, and nothing failed.
+    assert registry.aliases == {"champion": "3", "challenger": "4"}
+    assert producer.on(Topic.MODEL_DEPLOYED) == []
+    [alert] = [a for a in producer.on(Topic.SYSTEM_ALERTS) if a["dedup_key"].endswith("validation-gate")]
+    assert alert["severity"] == "HIGH" and "refused by the validation gate" in alert["title"]
+    assert responder.history.success_ratio(clock.now) is None
+
+
+def test_validation_gate_lets_a_better_challenger_through(clock, gate_models):
+    registry = ScoringRegistry(
+        {"champion": "3", "challenger": "4"}, {"3": gate_models["bad"], "4": gate_models["good"]}
+    )
+    responder, producer, executors, _ = make(clock, registry)
+    executors.holdout_frame = gate_models["holdout"]
+    [started] = responder.handle(Topic.MODEL_EVALUATION_COMPLETED, evaluation(clock))
+    done = terminal(responder, producer, started.action_id)
+    assert done.status == "succeeded", done.outcome
+    assert done.details["gate"] == "passed"
+    assert registry.aliases == {"champion": "4", "previous_champion": "3"}
+
+
+def test_validation_gate_without_enough_holdout_follows_the_setting(clock, gate_models):
+    registry = ScoringRegistry(
+        {"champion": "3", "challenger": "4"}, {"3": gate_models["good"], "4": gate_models["bad"]}
+    )
+    responder, producer, executors, _ = make(clock, registry, promote_gate_insufficient="refuse")
+    executors.holdout_frame = gate_models["holdout"].head(50)
+    [started] = responder.handle(Topic.MODEL_EVALUATION_COMPLETED, evaluation(clock))
+    done = terminal(responder, producer, started.action_id)
+    assert (done.status, done.suppressed_reason) == ("suppressed", "validation_gate")
+    assert "holdout too small (50 rows" in done.outcome
+    assert registry.aliases["champion"] == "3"
 
 
 def degraded(clock: Clock, version: str = "3") -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -123,6 +124,39 @@ class Settings(ServiceSettings):
     retrain_min_auc: float = Field(0.85, ge=0, le=1, description="Validation AUC a challenger needs.")
     retrain_read_timeout_s: float = Field(300.0, gt=0, description="Reading the data window gives up after.")
     training_experiment: str = "fraud_detection"
+
+    # -- validation gate before an automatic promotion
+    promote_gate_enabled: bool = Field(
+        True,
+        description="Before an automatic promote, score a recent labelled holdout with champion and "
+        "challenger; promote only if the challenger is at least as good.",
+    )
+    promote_gate_window_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Holdout: labelled transactions of at most this long, and only those after the "
+        "challenger was registered (never its training data).",
+    )
+    promote_gate_min_rows: int = Field(500, ge=10, description="Fewest holdout rows the gate judges on.")
+    promote_gate_min_positives: int = Field(10, ge=1, description="Fewest holdout frauds the gate judges on.")
+    promote_gate_cost_margin: float = Field(
+        0.0,
+        ge=0,
+        description="The challenger's business cost (FN*fn_cost + FP*fp_cost) may exceed the champion's "
+        "by this share at most (0 = no worse).",
+    )
+    promote_gate_auprc_margin: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="The challenger's AUPRC may be lower than the champion's by this much at most.",
+    )
+    promote_gate_insufficient: Literal["promote", "refuse"] = Field(
+        "promote",
+        description="Too little holdout (or none readable): promote on the A/B evaluation alone, or refuse.",
+    )
+    promote_gate_fn_cost: float = Field(100.0, ge=0, description="Cost of a missed fraud.")
+    promote_gate_fp_cost: float = Field(1.0, ge=0, description="Cost of a false alarm.")
 
     # -- scale
     scale_service: str = Field("predictor", description="Service the scale action resizes.")

@@ -12,7 +12,9 @@ that started it can be followed by ids.
 * retrain — recent labelled data from the topics, ``fraud_model.training.train`` +
   ``log_and_register(set_alias="challenger")``, ``model.training.started/completed``,
   ``model.deployed`` {alias challenger, action challenger};
-* promote — ``ModelRegistry.promote`` (``@champion`` moves, ``@previous_champion`` kept),
+* promote — the validation gate (champion and challenger scored on a recent labelled
+  holdout the challenger never saw; a worse challenger is refused, not promoted), then
+  ``ModelRegistry.promote`` (``@champion`` moves, ``@previous_champion`` kept),
   ``model.deployed`` {alias champion, action promote};
 * rollback — ``ModelRegistry.rollback``, ``model.deployed`` {alias champion, action rollback};
 * scale — ``system.scale.requested``, then the scale command (local stack) if configured;
@@ -102,6 +104,19 @@ class ActionResult:
         result = cls.skip(reason, outcome, **details)
         result.impossible = True
         return result
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """What the validation gate decided about a promotion, and on what evidence."""
+
+    passed: bool
+    reason: str
+    details: dict[str, str] = field(default_factory=dict)
+
+
+def _nan_to(value: float, default: float) -> float:
+    return default if math.isnan(value) else value
 
 
 def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -376,6 +391,26 @@ class Executors:
                 version=version,
                 challenger=current_challenger,
             )
+        gate: dict[str, str] = {}
+        if self.settings.promote_gate_enabled and not ctx.manual and champion is not None:
+            verdict = self.validation_gate(ctx, champion, version)
+            gate = verdict.details
+            if not verdict.passed:
+                # Not a failure: the automation decided, with evidence, to keep the champion.
+                key = dedup_key(ctx.condition, "validation-gate")
+                title = f"promotion of {self.settings.model_name} v{version} refused by the validation gate"
+                message = f"{title}: {verdict.reason}. @champion stays v{champion}. Reason: {ctx.reason}."
+                payload = self.alert_payload(
+                    ctx, severity=Severity.HIGH, title=title, message=message, key=key
+                )
+                self.emit(outbox, self.settings.alerts, payload, ctx, key=key)
+                return ActionResult.skip(
+                    "validation_gate",
+                    f"promotion refused by validation gate: {verdict.reason}; @champion stays v{champion}",
+                    version=version,
+                    champion=champion,
+                    **gate,
+                )
         try:
             previous, new = registry.promote(version)
         except ModelRegistryError as exc:
@@ -398,7 +433,96 @@ class Executors:
             version=new,
             previous_version=previous,
             deployed_event_id=deployed,
+            **gate,
         )
+
+    def holdout(self, ctx: ActionContext, challenger: str) -> LabelledData:
+        """Recent labelled transactions the challenger never saw: since it was registered."""
+        s = self.settings
+        window_s = s.promote_gate_window_s
+        registered_ms = getattr(self.registry.get_version(challenger), "creation_timestamp", None)
+        if registered_ms:
+            window_s = min(window_s, max(time.time() - float(registered_ms) / 1000, 1.0))
+        return collect_labelled(
+            s,
+            self.serde,
+            requests=s.requests,
+            feedback=s.feedback,
+            window_s=window_s,
+            max_rows=s.retrain_max_rows,
+            timeout_s=s.retrain_read_timeout_s,
+            group_id=f"{s.service_name}-gate-{ctx.action_id[:8]}",
+        )
+
+    def validation_gate(self, ctx: ActionContext, champion: str, challenger: str) -> GateVerdict:
+        """Champion and challenger scored on the same recent labelled holdout.
+
+        Passes when the challenger's business cost is at most the champion's (plus the cost
+        margin) and its AUPRC at least the champion's (minus the AUPRC margin). Too little
+        holdout: the setting decides (promote on the A/B evaluation alone, or refuse).
+        """
+        from fraud_model.contract import LABEL_KEY
+        from fraud_model.metrics import fds_metrics
+
+        s = self.settings
+        try:
+            data: LabelledData | None = self.holdout(ctx, challenger)
+            unreadable = ""
+        except Exception as exc:
+            data, unreadable = None, f"{type(exc).__name__}: {exc}"
+        rows = data.rows if data is not None else 0
+        positives = data.positives if data is not None else 0
+        if data is None or rows < s.promote_gate_min_rows or positives < s.promote_gate_min_positives:
+            why = (
+                f"holdout unreadable ({unreadable})"
+                if unreadable
+                else f"holdout too small ({rows} rows, {positives} frauds; need {s.promote_gate_min_rows} "
+                f"and {s.promote_gate_min_positives})"
+            )
+            passed = s.promote_gate_insufficient == "promote"
+            return GateVerdict(
+                passed,
+                why,
+                {
+                    "gate": "skipped" if passed else "refused",
+                    "gate_reason": why[:500],
+                    "gate_rows": str(rows),
+                    "gate_positives": str(positives),
+                },
+            )
+        labels = data.frame[LABEL_KEY].astype(bool).to_numpy()
+        scores: dict[str, dict[str, float]] = {}
+        for role, version in (("champion", champion), ("challenger", challenger)):
+            scorer = self.registry.load_booster(version)
+            threshold = float(scorer.threshold)
+            if not math.isfinite(threshold):
+                threshold = 0.5
+            prob = scorer.score(data.frame)
+            scores[role] = fds_metrics(
+                labels, prob, threshold, s.promote_gate_fn_cost, s.promote_gate_fp_cost
+            )
+        champ, chall = scores["champion"], scores["challenger"]
+        cost_ok = chall["business_cost"] <= champ["business_cost"] * (1 + s.promote_gate_cost_margin)
+        auprc_ok = _nan_to(chall["auprc"], 0.0) >= _nan_to(champ["auprc"], 0.0) - s.promote_gate_auprc_margin
+        summary = (
+            f"on {rows} recent labelled rows ({positives} frauds): business cost challenger v{challenger} "
+            f"{chall['business_cost']:.0f} vs champion v{champion} {champ['business_cost']:.0f}, AUPRC "
+            f"{chall['auprc']:.4f} vs {champ['auprc']:.4f}"
+        )
+        details = {
+            "gate": "passed" if cost_ok and auprc_ok else "refused",
+            "gate_rows": str(rows),
+            "gate_positives": str(positives),
+            "gate_champion_cost": f"{champ['business_cost']:.0f}",
+            "gate_challenger_cost": f"{chall['business_cost']:.0f}",
+            "gate_champion_auprc": f"{champ['auprc']:.4f}",
+            "gate_challenger_auprc": f"{chall['auprc']:.4f}",
+        }
+        if not cost_ok:
+            return GateVerdict(False, f"higher business cost {summary}", details)
+        if not auprc_ok:
+            return GateVerdict(False, f"lower AUPRC {summary}", details)
+        return GateVerdict(True, summary, details)
 
     # ----------------------------------------------------------------- rollback
 
