@@ -119,18 +119,24 @@ def _from_binding(binding) -> Acl:  # type: ignore[no-untyped-def]
     )
 
 
+def admin_client(settings: PlatformSettings):  # type: ignore[no-untyped-def]
+    """A short-lived admin client; librdkafka's info lines (purged background events) stay quiet."""
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({**settings.admin_config(), "log_level": 4})
+
+
 def existing_acls(settings: PlatformSettings, principals: Sequence[str], timeout_s: float = 15) -> set[Acl]:
     """The ALLOW bindings of ``principals`` on the broker."""
     from confluent_kafka.admin import (
         AclBindingFilter,
         AclOperation,
         AclPermissionType,
-        AdminClient,
         ResourcePatternType,
         ResourceType,
     )
 
-    admin = AdminClient(settings.admin_config())
+    admin = admin_client(settings)
     found: set[Acl] = set()
     for user in principals:
         query = AclBindingFilter(
@@ -151,9 +157,7 @@ def apply_acls(settings: PlatformSettings, wanted: Sequence[Acl], timeout_s: flo
 
     Returns (created, deleted). Creating an existing binding is a no-op on the broker.
     """
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(settings.admin_config())
+    admin = admin_client(settings)
     principals = sorted({acl.principal for acl in wanted})
     current = existing_acls(settings, principals, timeout_s)
     missing = [acl for acl in wanted if acl not in current]
@@ -172,7 +176,6 @@ def apply_acls(settings: PlatformSettings, wanted: Sequence[Acl], timeout_s: flo
 def upsert_users(settings: PlatformSettings, passwords: Mapping[str, str], timeout_s: float = 15) -> None:
     """Create or update the SCRAM-SHA-512 credentials of ``passwords``' users (idempotent)."""
     from confluent_kafka.admin import (
-        AdminClient,
         ScramCredentialInfo,
         ScramMechanism,
         UserScramCredentialAlteration,
@@ -181,7 +184,7 @@ def upsert_users(settings: PlatformSettings, passwords: Mapping[str, str], timeo
 
     if not passwords:
         return
-    admin = AdminClient(settings.admin_config())
+    admin = admin_client(settings)
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
     upserts: list[UserScramCredentialAlteration] = [
         UserScramCredentialUpsertion(user, info, password.encode())

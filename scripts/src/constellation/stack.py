@@ -356,10 +356,8 @@ def start_kafka() -> None:
 def _kafka_ready() -> bool:
     if not port_open(PORTS["kafka"], HOST):
         return False
-    from confluent_kafka.admin import AdminClient
-
     try:
-        AdminClient(admin_settings().admin_config()).list_topics(timeout=2)
+        acls.admin_client(admin_settings()).list_topics(timeout=2)
     except Exception:
         return False
     return True
