@@ -399,6 +399,13 @@ def ensure_champion(model_name: str, settings: PlatformSettings) -> None:
             raise SystemExit(str(exc)) from exc
 
 
+def champion_version(model_name: str, settings: PlatformSettings) -> str:
+    """The registry's @champion version (``/model`` answers 401 when the service requires an API key)."""
+    from fraud_model.registry import ModelRegistry
+
+    return str(ModelRegistry(settings.mlflow_tracking_uri, model_name).version_for_alias("champion") or "")
+
+
 def refusal_logger() -> Callable[[int, str], None]:
     """Log ingest's first refusal: it says why (the later ones repeat it)."""
     said = False
@@ -478,10 +485,10 @@ def resident_memory(processes: list[Child]) -> dict[str, float]:
 
 def measure_ingest(args: argparse.Namespace, settings: PlatformSettings, workload: TransactionPool) -> Any:
     """Ingest over HTTP against the running stack; None (and a note) when ingest or the predictor is down."""
-    if not (http_json(f"{args.ingest_url}/ready") or {}).get("ready"):
+    if not (http_json(f"{args.ingest_url}/ready", headers=viewer_headers()) or {}).get("ready"):
         log(f"ingest at {args.ingest_url} is not ready: ingest phases skipped (make up)")
         return None
-    if not (http_json(f"{args.predictor_url}/ready") or {}).get("ready"):
+    if not (http_json(f"{args.predictor_url}/ready", headers=viewer_headers()) or {}).get("ready"):
         log(f"no running predictor at {args.predictor_url}: ingest phases skipped (make up)")
         return None
     collector = Collector(settings, COMPLETED)
@@ -494,6 +501,7 @@ def measure_ingest(args: argparse.Namespace, settings: PlatformSettings, workloa
             batch_rates=[float(r) for r in args.ingest_batch_rates.split(",") if r.strip()],
             batch_size=args.ingest_batch_size,
             duration_s=args.duration,
+            api_key=api_keys.client_key(Role.PRODUCER, "INGEST_API_KEY"),
             log=log,
         )
     finally:
@@ -765,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             champion = (predictor_model or {}).get("champion") or {}
             model_name = str((predictor_model or {}).get("model_name") or args.model_name)
-            version = str(champion.get("version") or "")
+            version = str(champion.get("version") or "") or champion_version(model_name, settings)
 
             def measure(mode: str, sender: Sender, output: str, burst: int) -> None:
                 collector = Collector(settings, output)

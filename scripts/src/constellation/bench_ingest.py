@@ -103,6 +103,7 @@ async def _phase(
     concurrency: int,
     max_in_flight: int,
     drain_timeout_s: float,
+    api_key: str | None,
     log: Callable[[str], None],
 ) -> IngestResult:
     batch = batch_size > 1
@@ -125,7 +126,7 @@ async def _phase(
     sent_at: dict[int, float] = {}
     counts = {"accepted": 0, "refused": 0, "errors": 0, "sent": 0}
     limits = httpx.Limits(max_connections=max(concurrency, max_in_flight), max_keepalive_connections=None)
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **({"X-API-Key": api_key} if api_key else {})}
     cpu_before = _cpu_s()
 
     async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as client:
@@ -220,6 +221,7 @@ def run_ingest(
     batch_rates: list[float],
     batch_size: int,
     duration_s: float,
+    api_key: str | None,
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Every ingest phase: single endpoint (saturation, fixed rates), then the batch endpoint."""
@@ -240,6 +242,7 @@ def run_ingest(
                 concurrency=concurrency,
                 max_in_flight=256,
                 drain_timeout_s=60 + duration_s,
+                api_key=api_key,
                 log=log,
             )
         )
