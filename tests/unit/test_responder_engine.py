@@ -189,6 +189,14 @@ def test_alerts_that_are_not_conditions(ctx, value, reason):
     assert to_condition(Topic.SYSTEM_ALERTS, value, ctx, NOW) == Ignored(reason)
 
 
+def test_a_resolved_overload_alert_means_the_overload_passed(ctx):
+    lag = alert("ConsumerLagGrowing", "MEDIUM", labels={"service": "predictor"}, status="resolved")
+    condition = to_condition(Topic.SYSTEM_ALERTS, lag, ctx, NOW)
+    assert not isinstance(condition, Ignored)
+    assert (condition.event_type, condition.assessed) == (EventType.SYSTEM_OVERLOAD_CLEARED, Severity.LOW)
+    assert actions_for(Topic.SYSTEM_ALERTS, lag, ctx) == ["scale_down"]
+
+
 def test_plan_applies_the_policies(ctx):
     state = PolicyState()
     config = PolicyConfig(cooldowns_s=dict(DEFAULT_COOLDOWNS_S))

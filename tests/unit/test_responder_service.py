@@ -565,6 +565,69 @@ def test_scale_stops_at_the_maximum(clock):
     assert commands == []
 
 
+def predictor_beats(
+    responder: Responder, clock: Clock, instances: list[str], lag: int = 0
+) -> list[ActionRecord]:
+    records: list[ActionRecord] = []
+    for instance in instances:
+        records += responder.handle(
+            Topic.SYSTEM_HEALTH,
+            {
+                "envelope": envelope(clock, "predictor"),
+                "service": "predictor",
+                "instance_id": instance,
+                "status": "ok",
+                "dependencies": {},
+                "version": "1",
+                "uptime_s": 1.0,
+                "details": {"consumer_lag": str(lag)},
+            },
+        )
+    return records
+
+
+def test_when_the_overload_passed_the_service_scales_down_to_the_minimum(clock):
+    responder, producer, _, commands = make(
+        clock, scale_min_instances=1, overload_calm_lag_messages=100, overload_calm_s=60
+    )
+    [scale_up] = predictor_beats(responder, clock, ["a", "b", "c"], lag=3000)  # 9000: overload
+    assert scale_up.action == "scale"
+    terminal(responder, producer, scale_up.action_id)
+    records: list[ActionRecord] = []
+    for _ in range(12):  # the three instances drained the lag and beat calmly for two minutes
+        clock.now += timedelta(seconds=10)
+        records += predictor_beats(responder, clock, ["a", "b", "c"], lag=10)
+    [started] = records
+    assert (started.action, started.rule_id, started.assessed_severity) == (
+        "scale_down",
+        "system-overload-cleared",
+        "LOW",
+    )
+    done = terminal(responder, producer, started.action_id)
+    assert done.status == "succeeded", done.outcome
+    assert commands == [["scale", "predictor", "4"], ["scale", "predictor", "1"]]
+    [_, request] = producer.on(Topic.SYSTEM_SCALE_REQUESTED)
+    assert (request["current_instances"], request["desired_instances"]) == (3, 1)
+    assert "scaled from 3 to 1" in done.outcome
+
+
+def test_scale_down_at_the_minimum_does_nothing(clock):
+    responder, producer, _, commands = make(clock, scale_min_instances=2)
+    condition = Condition(
+        event_type=EventType.SYSTEM_OVERLOAD_CLEARED,
+        trigger_topic=Topic.SYSTEM_ALERTS,
+        trigger=envelope(clock, "alerter"),
+        severity=Severity.LOW,
+        assessed=Severity.LOW,
+        subject="predictor",
+        attributes={"service": "predictor"},
+    )
+    [started] = responder.respond(condition)
+    done = terminal(responder, producer, started.action_id)
+    assert (done.status, done.suppressed_reason) == ("suppressed", "min_instances")
+    assert commands == [] and producer.on(Topic.SYSTEM_SCALE_REQUESTED) == []
+
+
 def test_manual_actions_use_the_same_executors_and_records(clock):
     registry = FakeRegistry({"champion": "3", "challenger": "4"})
     responder, producer, _, _ = make(clock, registry)

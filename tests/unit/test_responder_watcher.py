@@ -112,3 +112,49 @@ def test_overload_from_the_scaled_service_lag():
     assert again.assessed is Severity.HIGH
     # Lag of other services never means "scale the predictor".
     assert w.observe(beat("recommender", T0, lag=10**6), T0) == []
+
+
+def test_overload_passed_once_the_lag_stays_calm_with_more_than_the_minimum():
+    w = watcher(min_instances=1, calm_lag=100, calm_s=60)
+    t = T0
+    w.observe(beat("predictor", t, lag=900, instance="a"), t)
+    [overload] = w.observe(beat("predictor", t, lag=900, instance="b"), t)
+    assert overload.event_type == EventType.SYSTEM_OVERLOAD
+    # The lag drains; calm only counts from the first calm beat, and only after calm_s.
+    t += timedelta(seconds=10)
+    assert w.observe(beat("predictor", t, lag=50, instance="a"), t) == []  # 950 in total: not calm yet
+    assert w.observe(beat("predictor", t, lag=20, instance="b"), t) == []  # 70: calm starts
+    calm_from, raised = t, []
+    while t < calm_from + timedelta(seconds=200):  # both instances keep beating, calmly
+        t += timedelta(seconds=10)
+        for instance in ("a", "b"):
+            raised += [(t, c) for c in w.observe(beat("predictor", t, lag=10, instance=instance), t)]
+    # Once per calm period with these instances, after calm_s.
+    [(at, cleared)] = raised
+    assert at >= calm_from + timedelta(seconds=60)
+    assert (cleared.event_type, cleared.assessed, cleared.subject) == (
+        EventType.SYSTEM_OVERLOAD_CLEARED,
+        Severity.LOW,
+        "predictor",
+    )
+    assert cleared.attributes["live_instances"] == "2" and cleared.attributes["consumer_lag"] == "20"
+
+
+def test_no_overload_passed_without_an_overload_at_the_minimum_or_while_the_lag_is_high():
+    w = watcher(min_instances=1, calm_lag=100, calm_s=60)
+    for s in range(0, 300, 10):  # two calm instances, never overloaded: an operator's choice
+        t = T0 + timedelta(seconds=s)
+        assert w.observe(beat("predictor", t, lag=0, instance="a"), t) == []
+        assert w.observe(beat("predictor", t, lag=0, instance="b"), t) == []
+    w = watcher(min_instances=1, calm_lag=100, calm_s=60)
+    assert len(w.observe(beat("predictor", T0, lag=5000), T0)) == 1  # overload with one instance
+    for s in range(0, 300, 10):
+        t = T0 + timedelta(seconds=s)
+        assert w.observe(beat("predictor", t, lag=0), t) == []  # one instance: nothing to scale down
+    w = watcher(min_instances=1, calm_lag=100, calm_s=60)
+    w.observe(beat("predictor", T0, lag=900, instance="a"), T0)
+    assert len(w.observe(beat("predictor", T0, lag=900, instance="b"), T0)) == 1
+    for s in range(10, 300, 10):
+        t = T0 + timedelta(seconds=s)
+        assert w.observe(beat("predictor", t, lag=300, instance="a"), t) == []  # not calm (300 > 100)
+        assert w.observe(beat("predictor", t, lag=300, instance="b"), t) == []

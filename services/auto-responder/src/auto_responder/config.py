@@ -24,6 +24,7 @@ DEFAULT_COOLDOWNS_S: dict[str, float] = {
     "retrain": 60 * 60.0,
     "rollback": 30 * 60.0,
     "scale": 10 * 60.0,
+    "scale_down": 10 * 60.0,
     "alert": 5 * 60.0,
     "monitor": 2 * 60.0,
     "promote": 0.0,
@@ -161,6 +162,7 @@ class Settings(ServiceSettings):
     # -- scale
     scale_service: str = Field("predictor", description="Service the scale action resizes.")
     scale_max_instances: int = Field(4, ge=1)
+    scale_min_instances: int = Field(1, ge=1, description="Instances a scale_down returns the service to.")
     scale_command: list[str] = Field(
         default_factory=default_scale_command,
         description=(
@@ -187,6 +189,17 @@ class Settings(ServiceSettings):
     )
     overload_lag_messages: int = Field(
         5000, ge=1, description="Consumer lag of the scaled service that counts as overload (MEDIUM)."
+    )
+    overload_calm_lag_messages: int = Field(
+        500,
+        ge=0,
+        description="Summed consumer lag under which the scaled service counts as calm (overload passed).",
+    )
+    overload_calm_s: float = Field(
+        300.0,
+        gt=0,
+        description="Calm this long with more than the minimum instances: system_overload_cleared "
+        "(scale down).",
     )
 
     @field_validator("cooldowns_s")

@@ -151,22 +151,27 @@ def on_alert(value: Mapping[str, Any], ctx: EngineContext) -> Outcome:
     """``system.alerts`` carrying a Prometheus alert listed in ``alert_conditions``.
 
     The responder's own alerts are skipped (it would otherwise react to its own voice);
-    so are resolved alerts and alerts the table does not list.
+    so are alerts the table does not list, and resolved ones except an overload's (which
+    becomes ``system_overload_cleared``: the overload passed).
     """
     envelope = value.get("envelope") or {}
     labels = {str(k): str(v) for k, v in (value.get("labels") or {}).items()}
     if envelope.get("source") == ctx.service_name or labels.get("source") == ctx.service_name:
         return Ignored("own_alert")
-    if str(value.get("status") or "firing") != "firing":
-        return Ignored("resolved")
+    resolved = str(value.get("status") or "firing") != "firing"
     alertname = labels.get("alertname") or str(value.get("title") or "")
     event_type = ctx.rules.alert_event_type(alertname, labels)
+    if resolved and event_type != EventType.SYSTEM_OVERLOAD:
+        return Ignored("resolved")
     if event_type is None:
         return Ignored("no_rule")
     model = labels.get("model_name")
     if model and model != ctx.model_name:
         return Ignored("other_model")
     severity = Severity.parse(value.get("severity"), Severity.MEDIUM)
+    if resolved:
+        # A resolved load alert is an explicit "overload passed".
+        event_type, severity = EventType.SYSTEM_OVERLOAD_CLEARED, Severity.LOW
     service = labels.get("service") or labels.get("job") or ""
     attributes = {
         "alertname": alertname,

@@ -187,6 +187,7 @@ class Executors:
             Action.PROMOTE: self.promote,
             Action.ROLLBACK: self.rollback,
             Action.SCALE: self.scale,
+            Action.SCALE_DOWN: self.scale_down,
             Action.ALERT: self.alert,
             Action.MONITOR: self.monitor,
         }.get(ctx.decision.action)
@@ -588,7 +589,26 @@ class Executors:
                 f"{service} already runs {current} instances (max {s.scale_max_instances})",
                 current_instances=current,
             )
-        desired = current + 1
+        return self._resize(ctx, outbox, service, current, current + 1)
+
+    def scale_down(self, ctx: ActionContext, outbox: Outbox) -> ActionResult:
+        """The overload passed: back to the configured minimum of instances."""
+        s = self.settings
+        service = s.scale_service
+        current = max(self.current_instances(service), 1)
+        if current <= s.scale_min_instances:
+            return ActionResult.skip(
+                "min_instances",
+                f"{service} runs {current} instances (min {s.scale_min_instances}); nothing to scale down",
+                current_instances=current,
+            )
+        return self._resize(ctx, outbox, service, current, s.scale_min_instances)
+
+    def _resize(
+        self, ctx: ActionContext, outbox: Outbox, service: str, current: int, desired: int
+    ) -> ActionResult:
+        """Publish ``system.scale.requested`` for ``desired`` instances, then run the scale command."""
+        s = self.settings
         requested = self.emit(
             outbox,
             s.scale_requests,

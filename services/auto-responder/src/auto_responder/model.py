@@ -43,6 +43,7 @@ class Action(StrEnum):
     PROMOTE = "promote"
     ROLLBACK = "rollback"
     SCALE = "scale"
+    SCALE_DOWN = "scale_down"
     ALERT = "alert"
     MONITOR = "monitor"
     NONE = "none"
@@ -66,6 +67,7 @@ class EventType(StrEnum):
     PERFORMANCE_DEGRADED = "model_performance_degraded"
     EVALUATION_COMPLETED = "model_evaluation_completed"
     SYSTEM_OVERLOAD = "system_overload"
+    SYSTEM_OVERLOAD_CLEARED = "system_overload_cleared"
     PREDICTION_LATENCY_HIGH = "prediction_latency_high"
     HEALTH_CHECK_FAILED = "service_health_check_failed"
     HEALTH_RECOVERED = "service_health_recovered"
@@ -74,7 +76,9 @@ class EventType(StrEnum):
 
 #: Actions that run outside the process (registry, training, scale command): they get a
 #: ``started`` record (acknowledged by Kafka) before they run, so a restart never repeats them.
-EXTERNAL_ACTIONS = frozenset({Action.RETRAIN, Action.PROMOTE, Action.ROLLBACK, Action.SCALE})
+EXTERNAL_ACTIONS = frozenset(
+    {Action.RETRAIN, Action.PROMOTE, Action.ROLLBACK, Action.SCALE, Action.SCALE_DOWN}
+)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ POOL_OF = {
     Action.PROMOTE: "registry",
     Action.ROLLBACK: "registry",
     Action.SCALE: "ops",
+    Action.SCALE_DOWN: "ops",
 }
 
 
@@ -122,6 +123,9 @@ class Responder:
             scale_service=settings.scale_service,
             overload_lag=settings.overload_lag_messages,
             repeat_s=settings.health_condition_repeat_s,
+            min_instances=settings.scale_min_instances,
+            calm_lag=settings.overload_calm_lag_messages,
+            calm_s=settings.overload_calm_s,
             watched=settings.watched_services,
             now=clock(),
         )

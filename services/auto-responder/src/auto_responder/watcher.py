@@ -17,6 +17,9 @@ every beat:
 * **overload** (``system_overload``, subject = the scaled service): the summed consumer
   lag of its live instances reaches ``overload_lag`` (MEDIUM; four times that: HIGH),
   raised again every ``repeat_s`` while it lasts (scaling may need more than one step).
+* **overload passed** (``system_overload_cleared``, LOW, subject = the scaled service): after
+  an overload, more than ``min_instances`` live instances and a summed lag under ``calm_lag``
+  for ``calm_s``; once per overload.
 
 Heartbeats older than the timeout (e.g. replayed by a fresh consumer group) are ignored.
 The clock is explicit: :meth:`observe` and :meth:`check` take ``now``.
@@ -51,6 +54,10 @@ class _Service:
     failed: Severity | None = None
     failed_reason: str = ""
     overloaded_at: datetime | None = None
+    #: since when the lag has been under the calm threshold (None: not calm)
+    calm_since: datetime | None = None
+    #: an overload was raised and has not been declared passed yet
+    overloaded: bool = False
 
     def last_beat(self) -> datetime | None:
         beats = [i.last_beat for i in self.instances.values()]
@@ -79,12 +86,18 @@ class HeartbeatWatcher:
         repeat_s: float,
         watched: Iterable[str] | None = None,
         now: datetime | None = None,
+        min_instances: int = 1,
+        calm_lag: int = 0,
+        calm_s: float = 300.0,
     ) -> None:
         self.own_service = own_service
         self.timeout_s = timeout_s
         self.scale_service = scale_service
         self.overload_lag = overload_lag
         self.repeat_s = repeat_s
+        self.min_instances = min_instances
+        self.calm_lag = calm_lag
+        self.calm_s = calm_s
         self.watched = set(watched) if watched is not None else None
         self.services: dict[str, _Service] = {}
         start = now or datetime.now(UTC)
@@ -206,11 +219,12 @@ class HeartbeatWatcher:
         lag = sum(i.lag for i in live)
         if lag < self.overload_lag:
             service.overloaded_at = None
-            return None
+            return self._calm(service, live, lag, now)
+        service.calm_since = None
         since = service.overloaded_at
         if since is not None and (now - since).total_seconds() < self.repeat_s:
             return None
-        service.overloaded_at = now
+        service.overloaded_at, service.overloaded = now, True
         severity = Severity.HIGH if lag >= 4 * self.overload_lag else Severity.MEDIUM
         return Condition(
             event_type=EventType.SYSTEM_OVERLOAD,
@@ -224,6 +238,36 @@ class HeartbeatWatcher:
                 "consumer_lag": str(lag),
                 "live_instances": str(len(live)),
                 "reason": f"consumer lag {lag} >= {self.overload_lag}",
+            },
+        )
+
+    def _calm(self, service: _Service, live: list[_Instance], lag: int, now: datetime) -> Condition | None:
+        """Overload passed: after an overload, lag under the calm threshold for a while, and
+        more instances than the minimum (instances an operator started on purpose are left alone)."""
+        if not service.overloaded or lag > self.calm_lag or len(live) <= self.min_instances:
+            service.calm_since = None
+            if len(live) <= self.min_instances:
+                service.overloaded = False  # back at the minimum: nothing left to undo
+            return None
+        if service.calm_since is None:
+            service.calm_since = now
+            return None
+        if (now - service.calm_since).total_seconds() < self.calm_s:
+            return None
+        service.overloaded, service.calm_since = False, None
+        return Condition(
+            event_type=EventType.SYSTEM_OVERLOAD_CLEARED,
+            trigger_topic=Topic.SYSTEM_HEALTH,
+            trigger=service.last_envelope,
+            severity=Severity.LOW,
+            assessed=Severity.LOW,
+            subject=service.name,
+            attributes={
+                "service": service.name,
+                "consumer_lag": str(lag),
+                "live_instances": str(len(live)),
+                "reason": f"consumer lag {lag} <= {self.calm_lag} for {self.calm_s:.0f}s "
+                f"with {len(live)} instances (minimum {self.min_instances})",
             },
         )
 
