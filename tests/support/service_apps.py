@@ -12,7 +12,8 @@ state-changing operation.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,8 +190,13 @@ def alerter_app() -> ServiceApp:
     )
 
 
+@asynccontextmanager
+async def _no_lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    yield
+
+
 def build_all(tmp_path: Path) -> dict[str, ServiceApp]:
-    """Every service's app, by module name."""
+    """Every service's app, by module name; none runs its lifespan (no Kafka loop, no heartbeat)."""
     apps = [
         ingest_app(),
         predictor_app(),
@@ -199,4 +205,8 @@ def build_all(tmp_path: Path) -> dict[str, ServiceApp]:
         recommender_app(tmp_path),
         alerter_app(),
     ]
+    for service in apps:
+        # A client that runs lifespans (schemathesis' ASGI transport does) must not start the
+        # services' Kafka loops: the fakes answer every request.
+        service.app.router.lifespan_context = _no_lifespan
     return {service.name: service for service in apps}

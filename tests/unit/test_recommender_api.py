@@ -73,6 +73,14 @@ def test_k_is_bounded(client: TestClient) -> None:
     assert client.get("/recommendations/x", params={"category": "vinyl"}).status_code == 422
 
 
+def test_an_unknown_genre_is_a_422_shaped_as_documented(client: TestClient) -> None:
+    # Found by the OpenAPI fuzzing: the 422 body was a string, not HTTPValidationError's list.
+    [error] = client.get("/recommendations/x", params={"genre": ""}).json()["detail"]
+    assert error["loc"] == ["query", "genre"] and "unknown genre" in error["msg"]
+    [error] = client.get("/recommendations/x", params={"category": "vinyl"}).json()["detail"]
+    assert error["loc"] == ["query", "category"]
+
+
 def test_profile(client: TestClient, backend: FakeBackend) -> None:
     assert client.get("/users/nobody/profile").status_code == 404
     backend.engine.on_interaction(Interaction("u", _horror(1)[0], "purchase", 7), shard=0)

@@ -13,6 +13,7 @@ from alerter.engine import AlertAlreadyResolved, AlertNotFound
 from alerter.models import Severity
 from alerter.service import AlerterService
 from mlops_platform.auth import Operator, Producer, Role, require
+from mlops_platform.http import invalid_query
 
 STATUSES = ("firing", "acknowledged", "resolved", "open")
 
@@ -112,11 +113,14 @@ def list_alerts(
     statuses = [s.lower() for s in _split(status_)]
     unknown = [s for s in statuses if s not in STATUSES]
     if unknown:
-        raise HTTPException(422, f"unknown status {unknown}; use {list(STATUSES)}")
+        raise invalid_query(
+            "status", unknown, f"unknown status {unknown}; use {list(STATUSES)}", list(STATUSES)
+        )
     severities = [s.upper() for s in _split(severity)]
     bad = [s for s in severities if s not in Severity.__members__]
     if bad:
-        raise HTTPException(422, f"unknown severity {bad}; use {list(Severity.__members__)}")
+        allowed = list(Severity.__members__)
+        raise invalid_query("severity", bad, f"unknown severity {bad}; use {allowed}", allowed)
     return service.engine.query(
         statuses=statuses or None, severities=[Severity[s] for s in severities] or None, limit=limit
     )

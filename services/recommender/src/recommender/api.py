@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from mlops_platform.auth import Role, require
+from mlops_platform.http import invalid_query
 from mlops_platform.logs import get_logger
 from recommender.engine import RecList, Recommender
 from recommender.metrics import recommender_metrics
@@ -118,10 +119,13 @@ async def get_recommendations(
     settings = request.app.state.settings
     size = min(k or settings.default_k, settings.max_k)
     if genre is not None and genre not in GENRES:
-        raise HTTPException(status_code=422, detail=f"unknown genre {genre!r}; one of {list(GENRES)}")
+        raise invalid_query("genre", genre, f"unknown genre {genre!r}; one of {list(GENRES)}", list(GENRES))
     if category is not None and category not in CATEGORIES:
-        raise HTTPException(
-            status_code=422, detail=f"unknown category {category!r}; one of {list(CATEGORIES)}"
+        raise invalid_query(
+            "category",
+            category,
+            f"unknown category {category!r}; one of {list(CATEGORIES)}",
+            list(CATEGORIES),
         )
     rec, source = backend.engine.serve(user_id, size, genre=genre, category=category)
     recommender_metrics().recommendations_served.labels(source, rec.strategy).inc()
