@@ -49,48 +49,19 @@ _SETTINGS = settings(
     database=None,
 )
 
-_ingest = _schema("ingest")
-_predictor = _schema("predictor")
-_drift_detector = _schema("drift_detector")
-_auto_responder = _schema("auto_responder")
-_recommender = _schema("recommender")
-_alerter = _schema("alerter")
+
+def _test_of(name: str) -> Any:
+    """``test_<service>``: one generated test per operation of the service's document."""
+
+    def test(case: Any) -> None:
+        _fuzz(name, case)
+
+    test.__name__ = f"test_{name}"
+    return _schema(name).parametrize()(_SETTINGS(test))
 
 
-@_ingest.parametrize()
-@_SETTINGS
-def test_ingest(case: Any) -> None:
-    _fuzz("ingest", case)
-
-
-@_predictor.parametrize()
-@_SETTINGS
-def test_predictor(case: Any) -> None:
-    _fuzz("predictor", case)
-
-
-@_drift_detector.parametrize()
-@_SETTINGS
-def test_drift_detector(case: Any) -> None:
-    _fuzz("drift_detector", case)
-
-
-@_auto_responder.parametrize()
-@_SETTINGS
-def test_auto_responder(case: Any) -> None:
-    _fuzz("auto_responder", case)
-
-
-@_recommender.parametrize()
-@_SETTINGS
-def test_recommender(case: Any) -> None:
-    _fuzz("recommender", case)
-
-
-@_alerter.parametrize()
-@_SETTINGS
-def test_alerter(case: Any) -> None:
-    _fuzz("alerter", case)
+for _name in SERVICES:
+    globals()[f"test_{_name}"] = _test_of(_name)
 
 
 def test_every_service_is_fuzzed() -> None:

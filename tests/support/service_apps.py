@@ -160,28 +160,11 @@ def recommender_app(tmp_path: Path) -> ServiceApp:
 def alerter_app() -> ServiceApp:
     from alerter.app import build_app
     from alerter.config import Settings
-    from alerter.models import AlertEvent, AlertStatus, Severity
-    from tests.unit.test_alerter_api import AM_PAYLOAD, RecordingService
+    from tests.unit.test_alerter_api import AM_PAYLOAD, RecordingService, fire
 
     service = RecordingService(Settings(restore_lookback_s=0))
 
-    def fire() -> None:
-        service.engine.process(
-            AlertEvent(
-                alert_id="A",
-                severity=Severity.HIGH,
-                title="title",
-                message="m",
-                dedup_key=f"k-{uuid.uuid4()}",
-                status=AlertStatus.FIRING,
-                source="drift-detector",
-                event_time=datetime.now(UTC),
-                event_id=str(uuid.uuid4()),
-                correlation_id="c",
-            )
-        )
-
-    fire()
+    fire(service, "A", f"k-{uuid.uuid4()}")
     return ServiceApp(
         "alerter",
         build_app(service.settings, service=service),

@@ -8,7 +8,7 @@ issues), the 503 handlers and the per-endpoint request counter, installed on the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, status
@@ -143,11 +143,11 @@ async def _admit(
     principal: Principal,
     kind: RecordKind,
     body: Any,
-    count: int,
     idempotency_key: str | None,
-    work: Callable[[], Awaitable[IngestAccepted]],
+    prepare: Callable[[], list[Prepared]],
+    count: int = 1,
 ) -> Any:
-    """Quota and idempotency around one request: ``work`` publishes it."""
+    """Quota and idempotency around one request of ``count`` records, which ``prepare`` makes."""
     service: IngestService = request.app.state.ingest
     owner = principal.name
     if idempotency_key is not None:
@@ -173,7 +173,7 @@ async def _admit(
                 f"bursts of {service.settings.rate_limit_burst:g}; nothing was published",
                 headers={"Retry-After": RateLimiter.retry_after(wait_s)},
             )
-        accepted = await work()
+        accepted = await service.ingestor.ingest(kind, prepare(), principal.name)
     except BaseException:
         if idempotency_key is not None:
             service.idempotency.abandon(owner, idempotency_key)
@@ -197,11 +197,14 @@ async def post_transaction(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Submit one card transaction for fraud scoring (published to prediction.request)."""
-
-    async def work() -> IngestAccepted:
-        return await service.ingest(TRANSACTION, [_prepare_transaction(service, body, 0)], principal.name)
-
-    return await _admit(request, principal, TRANSACTION, body, 1, idempotency_key, work)
+    return await _admit(
+        request,
+        principal,
+        TRANSACTION,
+        body,
+        idempotency_key,
+        lambda: [_prepare_transaction(service, body, 0)],
+    )
 
 
 @router.post(
@@ -233,11 +236,12 @@ async def post_transaction_batch(
             body={"transactions": [t.model_dump(include={"transaction_id"}) for t in body.transactions]},
         )
 
-    async def work() -> IngestAccepted:
-        prepared = [_prepare_transaction(service, txn, index) for index, txn in enumerate(body.transactions)]
-        return await service.ingest(TRANSACTION, prepared, principal.name)
+    def prepare() -> list[Prepared]:
+        return [_prepare_transaction(service, txn, index) for index, txn in enumerate(body.transactions)]
 
-    return await _admit(request, principal, TRANSACTION, body, len(body.transactions), idempotency_key, work)
+    return await _admit(
+        request, principal, TRANSACTION, body, idempotency_key, prepare, len(body.transactions)
+    )
 
 
 @router.post(
@@ -254,11 +258,9 @@ async def post_interaction(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Record a user's interaction with an item (published to business.user.interaction)."""
-
-    async def work() -> IngestAccepted:
-        return await service.ingest(INTERACTION, [_prepare(service, INTERACTION, body)], principal.name)
-
-    return await _admit(request, principal, INTERACTION, body, 1, idempotency_key, work)
+    return await _admit(
+        request, principal, INTERACTION, body, idempotency_key, lambda: [_prepare(service, INTERACTION, body)]
+    )
 
 
 @router.post(
@@ -275,11 +277,9 @@ async def post_click(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Record a click on a recommended item (published to business.recommendation.clicked)."""
-
-    async def work() -> IngestAccepted:
-        return await service.ingest(CLICK, [_prepare(service, CLICK, body)], principal.name)
-
-    return await _admit(request, principal, CLICK, body, 1, idempotency_key, work)
+    return await _admit(
+        request, principal, CLICK, body, idempotency_key, lambda: [_prepare(service, CLICK, body)]
+    )
 
 
 @router.post(
@@ -296,11 +296,9 @@ async def post_label(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Report the ground truth of a scored transaction (published to prediction.feedback)."""
-
-    async def work() -> IngestAccepted:
-        return await service.ingest(LABEL, [_prepare(service, LABEL, body)], principal.name)
-
-    return await _admit(request, principal, LABEL, body, 1, idempotency_key, work)
+    return await _admit(
+        request, principal, LABEL, body, idempotency_key, lambda: [_prepare(service, LABEL, body)]
+    )
 
 
 @router.post(
@@ -317,11 +315,9 @@ async def post_feedback(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Record a user's explicit feedback (published to business.feedback.received)."""
-
-    async def work() -> IngestAccepted:
-        return await service.ingest(FEEDBACK, [_prepare(service, FEEDBACK, body)], principal.name)
-
-    return await _admit(request, principal, FEEDBACK, body, 1, idempotency_key, work)
+    return await _admit(
+        request, principal, FEEDBACK, body, idempotency_key, lambda: [_prepare(service, FEEDBACK, body)]
+    )
 
 
 # --------------------------------------------------------------------------- errors and metrics
