@@ -561,3 +561,54 @@ def test_ab_evaluation_better_challenger_wins(harness: Harness, registry: FakeRe
     assert e["significant"] and e["p_value"] < 0.05 and e["test_name"] == "welch_t_test"
     assert e["champion_samples"] >= 1500 and e["challenger_samples"] >= 1500
     assert harness.detector.evaluations_view()["evaluations"][0]["winner"] == "challenger"
+
+
+def test_label_rate_drift_is_a_target_drift_event(settings: Settings) -> None:
+    rng = np.random.default_rng(5)
+    registry = FakeRegistry()
+    reference = reference_frame()
+    reference["is_fraud"] = rng.random(len(reference)) < 0.03  # the model was trained at 3 % fraud
+    registry.publish_version("1", reference, VersionInfo("1", 0.5, {"auc_roc": 0.95, "recall": 0.8}))
+    registry.champion, registry.champion_resolved = "1", True
+    harness = Harness(settings, registry)
+    gen = TransactionGenerator(seed=3)
+
+    def labelled(rows: int, fraud_rate: float) -> None:
+        batch = gen.generate(rows)
+        harness.run(harness.feed.predictions(batch))
+        harness.run([harness.feed.label(r["transaction_id"], bool(rng.random() < fraud_rate)) for r in batch])
+
+    labelled(6000, 0.03)  # the same label rate: no target drift
+    target = harness.detector.drift_view()["target"]
+    assert target["windows_processed"] >= 8 and target["state"] == "stable", target["latest_window"]
+    assert target["reference_rate"] == pytest.approx(reference["is_fraud"].mean())
+    assert [e for e in harness.events(Topic.DATA_DRIFT_DETECTED.value) if e["drift_type"] == "target"] == []
+
+    labelled(4000, 0.09)  # three times the training rate
+    events = [e for e in harness.events(Topic.DATA_DRIFT_DETECTED.value) if e["drift_type"] == "target"]
+    assert 1 <= len(events) <= 4  # enter, then escalations as the window fills with the new rate
+    event = events[-1]
+    assert (event["state"], event["affected_features"], event["model_version"]) == (
+        "drift",
+        ["is_fraud"],
+        "1",
+    )
+    assert event["severity"] in ("HIGH", "CRITICAL") and event["drift_score"] > 0.6
+    assert event["feature_psi"]["is_fraud"] > 0
+    assert event["window_size"] == settings.target_window
+    latest = harness.detector.drift_view()["target"]["latest_window"]
+    assert latest["significant"] and latest["label_rate"] > 0.07
+
+
+def test_target_assessment_needs_a_significant_change() -> None:
+    from drift_detector.severity import DriftPolicy, Level
+    from drift_detector.target import assess_target, bernoulli_psi
+
+    s = Settings()
+    # +60 % on 100 labels is noise; on 20,000 labels it is drift.
+    assert assess_target(100, 8, 0.05, s, DriftPolicy()).level is Level.STABLE
+    drifted = assess_target(20_000, 1600, 0.05, s, DriftPolicy())
+    assert drifted.level is Level.DRIFT and drifted.severity == "MEDIUM"
+    assert drifted.drift_score == pytest.approx(0.3)
+    assert assess_target(20_000, 650, 0.05, s, DriftPolicy()).level is Level.WATCH  # -35 %
+    assert bernoulli_psi(0.05, 0.05) == 0.0 and bernoulli_psi(0.05, 0.15) > bernoulli_psi(0.05, 0.08)

@@ -189,6 +189,16 @@ def test_alerts_that_are_not_conditions(ctx, value, reason):
     assert to_condition(Topic.SYSTEM_ALERTS, value, ctx, NOW) == Ignored(reason)
 
 
+def test_target_drift_has_its_own_rule(ctx):
+    value = drift("HIGH", 0.7) | {"drift_type": "target", "affected_features": ["is_fraud"]}
+    value["feature_psi"] = {"is_fraud": 0.05}
+    condition = to_condition(Topic.DATA_DRIFT_DETECTED, value, ctx, NOW)
+    assert not isinstance(condition, Ignored)
+    decision = decide(condition, ctx.rules)
+    assert decision is not None and (decision.rule_id, decision.action) == ("target-drift", Action.RETRAIN)
+    assert condition.attributes["top_feature"] == "is_fraud"
+
+
 def test_a_resolved_overload_alert_means_the_overload_passed(ctx):
     lag = alert("ConsumerLagGrowing", "MEDIUM", labels={"service": "predictor"}, status="resolved")
     condition = to_condition(Topic.SYSTEM_ALERTS, lag, ctx, NOW)

@@ -73,6 +73,19 @@ class Settings(ServiceSettings):
     psi_drift: float = Field(0.25, gt=0, description="PSI above which a feature is 'drift'.")
     prediction_drift: bool = Field(True, description="Also monitor the champion's fraud_probability PSI.")
 
+    # -- target drift (label rate of the delayed labels vs the serving model's training rate)
+    target_drift: bool = Field(True, description="Monitor the fraud label rate of the joined labels.")
+    target_window: int = Field(2000, ge=50, description="Labels per target-drift window.")
+    target_step: int = Field(500, ge=1, description="Labels between two target-drift evaluations.")
+    target_alpha: float = Field(
+        0.01, gt=0, lt=1, description="Two-sided significance of a label-rate change."
+    )
+    target_watch_change: float = Field(0.25, gt=0, description="Relative label-rate change that is 'watch'.")
+    target_drift_change: float = Field(0.5, gt=0, description="Relative label-rate change that is 'drift'.")
+    target_score_scale: float = Field(
+        2.0, gt=0, description="Relative label-rate change at which the target drift_score saturates at 1."
+    )
+
     # -- severity of data drift (drift_score = max(min(1, max PSI / scale), share of drifted features))
     drift_score_psi_scale: float = Field(1.0, gt=0, description="PSI at which drift_score saturates at 1.")
     severity_critical_score: float = 0.8
@@ -145,6 +158,10 @@ class Settings(ServiceSettings):
             raise ValueError("psi_watch must be below psi_drift")
         if self.window_step > self.window_size:
             raise ValueError("window_step must not exceed window_size")
+        if self.target_watch_change >= self.target_drift_change:
+            raise ValueError("target_watch_change must be below target_drift_change")
+        if self.target_step > self.target_window:
+            raise ValueError("target_step must not exceed target_window")
         # A small configured window is its own floor.
         self.min_window_size = min(self.min_window_size, self.window_size)
         return self

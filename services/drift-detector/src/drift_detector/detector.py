@@ -65,6 +65,7 @@ class DriftDetector:
             settings, registry=registry, emitter=self.emitter, reports=reports, clock=clock
         )
         self.quality = QualityEvaluator(settings, registry=registry, emitter=self.emitter)
+        self.quality.on_joined = self.drift.take_label
         self.ab = ABEvaluator(settings, registry=registry, quality=self.quality, emitter=self.emitter)
         self.ignored_predictions = 0
         self._processed: dict[tuple[str, int], int] = {}

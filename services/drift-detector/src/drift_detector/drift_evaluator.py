@@ -43,6 +43,7 @@ from drift_detector.psi import Binning, fit_binning
 from drift_detector.reports import ReportJob, ReportMeta, ReportWorker, new_report_id
 from drift_detector.severity import DriftAssessment, DriftPolicy, Level, assess
 from drift_detector.state import AlertStateMachine
+from drift_detector.target import TARGET, TargetDrift
 from drift_detector.windows import WindowManager, WindowResult
 from fraud_model.features import FEATURE_NAMES
 from mlops_platform.kafka import Record
@@ -120,6 +121,7 @@ class DriftEvaluator:
                 ),
                 machine=AlertStateMachine(repeat_ms, settings.clear_windows, settings.publish_recovery),
             )
+        self.target = TargetDrift(settings, self.policy, emitter) if settings.target_drift else None
         self.reference_version: str | None = None
         self.reference_frame: Any = None
         self.monitor: Monitor | None = None
@@ -162,6 +164,9 @@ class DriftEvaluator:
             track.machine.reset()
             track.latest, track.assessment = None, None
         self.reference_version, self.reference_frame = version, frame
+        if self.target is not None:
+            rate = float(frame[TARGET].astype(float).mean()) if TARGET in frame.columns else None
+            self.target.set_reference(version, rate)
         for other in [v for v in self.registry.references if v != version]:
             self.registry.references.pop(other, None)  # only the serving reference is needed
         if previous is not None:
@@ -178,6 +183,11 @@ class DriftEvaluator:
         self.registry.want_champion()
         if version:
             self.registry.want_info(version)
+
+    def take_label(self, is_fraud: bool, time_ms: int, cause: Mapping[str, Any]) -> None:
+        """A label joined with a prediction of the monitored model: the target-drift window."""
+        if self.target is not None:
+            self.target.take(is_fraud, time_ms, cause)
 
     # ------------------------------------------------------------------ predictions
 
@@ -402,6 +412,7 @@ class DriftEvaluator:
                 },
             },
             "tracks": {kind: self._track_view(track) for kind, track in self.tracks.items()},
+            "target": None if self.target is None else self.target.view(),
         }
 
     def _track_view(self, track: DriftTrack) -> dict[str, Any]:

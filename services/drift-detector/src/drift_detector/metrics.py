@@ -14,6 +14,9 @@ FEATURE_STATE = Gauge(
 )
 STATE = Gauge("drift_state", "Current drift state (0 stable, 1 watch, 2 drift)", ["drift_type"])
 SCORE = Gauge("drift_score", "drift_score of the latest window, in [0, 1]", ["drift_type"])
+LABEL_RATE = Gauge(
+    "drift_label_rate", "Fraud label rate: latest target window and the serving model's reference", ["kind"]
+)
 WINDOWS = Counter("drift_windows_processed_total", "Windows evaluated", ["drift_type"])
 WINDOW_SIZE = Gauge("drift_window_size", "Predictions per window in force (smaller while monitoring)")
 PREDICTIONS = Counter("drift_predictions_total", "prediction.completed events taken into the windows")

@@ -14,7 +14,7 @@ Not thread-safe on its own: the dispatcher serialises every call.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from drift_detector import metrics as m
@@ -51,6 +51,8 @@ class QualityEvaluator:
         self.degradation: dict[str, DegradationState] = {}
         self.last_degradation: dict[str, dict[str, Any]] = {}
         self._expired_reported = 0
+        #: told about every join (label, label time, cause): the target-drift window
+        self.on_joined: Callable[[bool, int, Mapping[str, Any]], None] | None = None
 
     # ------------------------------------------------------------------ input
 
@@ -89,6 +91,8 @@ class QualityEvaluator:
     # ------------------------------------------------------------------ evaluation
 
     def _on_joined(self, joined: Joined, cause: Mapping[str, Any]) -> bool:
+        if self.on_joined is not None:
+            self.on_joined(joined.is_fraud, joined.label_time_ms, cause)
         group = self.tracker.add(joined)
         m.LABELLED.labels(group.model_version, group.ab_arm).inc()
         if not self.tracker.due(group):
