@@ -237,6 +237,26 @@ def test_aborted_transaction_is_invisible_to_read_committed_consumers(
     assert decode(everything) == ["aborted", "committed"]
 
 
+def exactly_once_loop(
+    settings: PlatformSettings, serde: AvroSerde, source: str, handler: Any, **options: Any
+) -> StreamLoop:
+    """A started exactly-once loop on ``source`` in a fresh group, retrying after 0.2 s."""
+    loop = StreamLoop(
+        settings=settings,
+        service="test",
+        group_id=f"test-{uuid.uuid4().hex[:8]}",
+        inputs=[Binding.to(FEEDBACK, source)],
+        handler=handler,
+        serde=serde,
+        guarantee=Guarantee.EXACTLY_ONCE,
+        transactional_id=f"test-{uuid.uuid4()}",
+        retry_backoff_s=0.2,
+        **options,
+    )
+    loop.start_in_thread()
+    return loop
+
+
 def test_transactional_loop_commits_outputs_and_offsets_together(
     platform_settings: PlatformSettings,
     serde: AvroSerde,
@@ -263,21 +283,10 @@ def test_transactional_loop_commits_outputs_and_offsets_together(
             failures["left"] -= 1
             raise RetryableError("simulated transient failure")
 
-    group = f"test-{uuid.uuid4().hex[:8]}"
-    loop = StreamLoop(
-        settings=platform_settings,
-        service="test",
-        group_id=group,
-        inputs=[Binding.to(FEEDBACK, source)],
-        handler=transform,
-        serde=serde,
-        guarantee=Guarantee.EXACTLY_ONCE,
-        transactional_id=f"test-{uuid.uuid4()}",
-        dead_letter_topic=dead,
-        batch_size=25,
-        retry_backoff_s=0.2,
+    loop = exactly_once_loop(
+        platform_settings, serde, source, transform, dead_letter_topic=dead, batch_size=25
     )
-    loop.start_in_thread()
+    group = loop.group_id
     produced = consume(consumer_factory(output), len(ids), timeout_s=90)
     dead_letters = consume(consumer_factory(dead), 1, timeout_s=30)
     loop.stop()
@@ -319,22 +328,16 @@ def test_a_transaction_spans_several_polls_and_an_abort_replays_all_of_them(
         if polls["handled"] == polls["fail_at"]:
             raise RetryableError("simulated transient failure inside a multi-poll transaction")
 
-    group = f"test-{uuid.uuid4().hex[:8]}"
-    loop = StreamLoop(
-        settings=platform_settings,
-        service="test",
-        group_id=group,
-        inputs=[Binding.to(FEEDBACK, source)],
-        handler=transform,
-        serde=serde,
-        guarantee=Guarantee.EXACTLY_ONCE,
-        transactional_id=f"test-{uuid.uuid4()}",
+    loop = exactly_once_loop(
+        platform_settings,
+        serde,
+        source,
+        transform,
         batch_size=10,
         commit_max_records=50,
         commit_interval_s=60.0,
-        retry_backoff_s=0.2,
     )
-    loop.start_in_thread()
+    group = loop.group_id
     produced = consume(consumer_factory(output), len(ids), timeout_s=90)
     loop.stop()
     loop.join(30)

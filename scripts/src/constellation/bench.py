@@ -55,13 +55,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from constellation import ROOT, api_keys, stack
 from constellation.bench_floor import compute_floor
-from constellation.bench_ingest import run_ingest
+from constellation.bench_ingest import percentiles, run_ingest
 from constellation.processes import Child, free_port, http_json, start_child, wait_until
 from constellation.traffic import IngestSender, KafkaSender, Sender, TransactionPool, encode_request
 from mlops_platform.auth import Role
@@ -245,19 +244,6 @@ class PhaseResult:
     throughput: float
     latency_ms: dict[str, float] = field(default_factory=dict)
     note: str = ""
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    array = np.asarray(values) * 1000.0
-    return {
-        "p50": round(float(np.percentile(array, 50)), 2),
-        "p95": round(float(np.percentile(array, 95)), 2),
-        "p99": round(float(np.percentile(array, 99)), 2),
-        "max": round(float(array.max()), 2),
-        "mean": round(float(array.mean()), 2),
-    }
 
 
 def run_phase(

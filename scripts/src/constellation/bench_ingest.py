@@ -69,15 +69,17 @@ class IngestResult:
     note: str = ""
 
 
-def _percentiles(values_s: list[float]) -> dict[str, float]:
-    if not values_s:
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max/mean in ms of latencies in seconds (every table of the benchmark)."""
+    if not values:
         return {}
-    array = np.asarray(values_s) * 1000.0
+    array = np.asarray(values) * 1000.0
     return {
         "p50": round(float(np.percentile(array, 50)), 2),
         "p95": round(float(np.percentile(array, 95)), 2),
         "p99": round(float(np.percentile(array, 99)), 2),
         "max": round(float(array.max()), 2),
+        "mean": round(float(array.mean()), 2),
     }
 
 
@@ -199,8 +201,8 @@ async def _phase(
         accepted_per_s=round(counts["accepted"] / elapsed, 1),
         received=received,
         client_cpu_s=round(client_cpu, 2),
-        latency_202_ms=_percentiles(latencies),
-        end_to_end_ms=_percentiles(end_to_end),
+        latency_202_ms=percentiles(latencies),
+        end_to_end_ms=percentiles(end_to_end),
     )
     if received < counts["accepted"]:
         result.note = f"{counts['accepted'] - received} scores missing after {drain_timeout_s:.0f}s"
