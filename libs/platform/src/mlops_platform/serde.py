@@ -87,7 +87,10 @@ class AvroSerde:
         with self._lock:
             if key not in self._resolutions:
                 reader = self._local_schema(contract)
-                written = parse_schema(json.loads(self.registry.get_schema(schema_id).schema_str))
+                schema_str = self.registry.get_schema(schema_id).schema_str
+                if schema_str is None:
+                    raise SerializationError(f"schema id {schema_id} has no schema text", topic=contract)
+                written = parse_schema(json.loads(schema_str))
                 self._resolutions[key] = None if written == reader else written
         return self._resolutions[key]
 
