@@ -19,11 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
+from mlops_platform.auth import Role
 from mlops_platform.contracts import Topic, make_event
 from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
 from tests.support.alert_sinks import AlertSinks
+from tests.support.keys import identity
 from tests.support.processes import ServiceLauncher, ServiceProcess
 from tests.support.topics import consume
 
@@ -253,7 +255,9 @@ def test_unacknowledged_alert_escalates_and_ack_stops_escalation(
     )
     a, b, c = alerter.alert("A"), alerter.alert("B"), alerter.alert("C")
     assert a is not None and b is not None and c is not None
-    assert (a["status"], a["escalation_level"], a["acknowledged_by"]) == ("acknowledged", 1, "bob")
+    # Who acknowledged is the caller's key; the name in the body says on whose behalf.
+    by_bob = f"{identity(Role.OPERATOR)} (as bob)"
+    assert (a["status"], a["escalation_level"], a["acknowledged_by"]) == ("acknowledged", 1, by_bob)
     assert (b["status"], b["escalation_level"], b["ack_comment"]) == ("acknowledged", 0, "on it")
     assert c["escalation_level"] == 2
     assert not any("Latency high" in t and "ESCALATION" in t for t in slack_texts(sinks))
@@ -406,7 +410,8 @@ def test_restart_restores_state_without_resending(
     r1 = second.alert("R1")
     assert r1 is not None
     assert r1["status"] == "firing" and {d["state"] for d in r1["deliveries"]} == {"replayed"}
-    wait(lambda: (second.alert("R2") or {}).get("acknowledged_by") == "ana", "the ack, replayed", second)
+    by_ana = f"{identity(Role.OPERATOR)} (as ana)"
+    wait(lambda: (second.alert("R2") or {}).get("acknowledged_by") == by_ana, "the ack, replayed", second)
 
     publish("Training failed", key="train", alert_id="R1-again")  # inside the cooldown
     publish("Something new", key="new", alert_id="R3", severity="LOW")
