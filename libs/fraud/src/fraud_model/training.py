@@ -3,7 +3,8 @@
 :func:`train` is pure (no I/O): data in, :class:`TrainingResult` out.
 :func:`log_and_register` writes one MLflow run (params, ``val_*`` FDS metrics, the
 cost-optimal threshold, the reference sample, the model) and registers a version of
-``fraud_detector`` with validation tags, optionally pointing an alias at it.
+``fraud_detector`` with validation tags, optionally pointing an alias at it (into a run of
+its own, or into an open one, e.g. the parent run of a hyper-parameter search).
 
 The reference sample is stored as Parquet (``reference/reference.parquet``); pyarrow
 is a hard dependency of MLflow, so it is always available where MLflow is.
@@ -284,6 +285,7 @@ def log_and_register(
     deployment_env: str = "staging",
     alias_requires_validation: bool = True,
     run_name: str | None = None,
+    run_id: str | None = None,
 ) -> RegisteredModelInfo:
     """Log ``result`` as one MLflow run and register it as a new model version.
 
@@ -297,6 +299,8 @@ def log_and_register(
         set_alias: alias to point at the new version (e.g. ``challenger``). With
             ``alias_requires_validation`` (default) a version that failed validation
             does not get the alias; ``RegisteredModelInfo.alias`` is then ``None``.
+        run_id: log into this existing (open) run instead of starting one, e.g. the parent
+            run of a hyper-parameter search whose trials are its nested runs.
 
     Not safe to run concurrently with other code using mlflow's fluent API in the
     same process: the tracking URI is process-wide while the run is written.
@@ -336,8 +340,13 @@ def log_and_register(
     importances = result.booster.get_score(importance_type="gain")
 
     with _fluent_tracking(tracking_uri), tempfile.TemporaryDirectory() as tmp:
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
+        if run_id is not None:
+            starting = mlflow.start_run(run_id=run_id)
+        else:
+            starting = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags)
+        with starting as run:
             run_id = run.info.run_id
+            mlflow.set_tags(run_tags)
             mlflow.log_params(params)
             mlflow.log_metrics(run_metrics)
             reference_path = Path(tmp) / REFERENCE_FILE

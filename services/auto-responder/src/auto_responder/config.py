@@ -125,6 +125,17 @@ class Settings(ServiceSettings):
     retrain_min_auc: float = Field(0.85, ge=0, le=1, description="Validation AUC a challenger needs.")
     retrain_read_timeout_s: float = Field(300.0, gt=0, description="Reading the data window gives up after.")
     training_experiment: str = "fraud_detection"
+    retrain_search_trials: int = Field(
+        4,
+        ge=0,
+        description="Optuna trials of the retrain's hyper-parameter search (nested MLflow runs); "
+        "0 = the fixed parameters only.",
+    )
+    retrain_search_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="The search starts no trial after this long (the fixed model is the fallback).",
+    )
 
     # -- validation gate before an automatic promotion
     promote_gate_enabled: bool = Field(

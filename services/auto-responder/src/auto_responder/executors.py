@@ -9,7 +9,9 @@ itself, before training begins). Every event an action publishes carries the tri
 event's envelope as its cause, so the chain from a ``model.deployed`` back to the drift
 that started it can be followed by ids.
 
-* retrain — recent labelled data from the topics, ``fraud_model.training.train`` +
+* retrain — recent labelled data from the topics, ``fraud_model.training.train`` with the
+  fixed parameters and a bounded Optuna search (:mod:`auto_responder.search`, nested MLflow
+  runs under the retrain run; the fixed model unless a trial beats it) +
   ``log_and_register(set_alias="challenger")``, ``model.training.started/completed``,
   ``model.deployed`` {alias challenger, action challenger};
 * promote — the validation gate (champion and challenger scored on a recent labelled
@@ -36,6 +38,7 @@ from typing import Any
 from auto_responder.config import Settings
 from auto_responder.data import DataUnavailable, LabelledData, collect_labelled
 from auto_responder.model import Action, Condition, Decision, EventType, Severity, Status
+from auto_responder.search import SearchOutcome, search_and_train
 from mlops_platform.bindings import Binding
 from mlops_platform.contracts import make_event
 from mlops_platform.kafka import Outbox
@@ -231,7 +234,7 @@ class Executors:
 
     def retrain(self, ctx: ActionContext, outbox: Outbox) -> ActionResult:
         from fraud_model.registry import CHALLENGER
-        from fraud_model.training import log_and_register, train
+        from fraud_model.training import log_and_register
 
         s = self.settings
         try:
@@ -258,6 +261,7 @@ class Executors:
             "seed": str(seed),
             "action_id": ctx.action_id,
             "min_auc": str(s.retrain_min_auc),
+            "search_trials": str(s.retrain_search_trials),
         }
         started_event = self.emit(
             outbox,
@@ -276,28 +280,42 @@ class Executors:
         outbox.deliver()
         started = time.perf_counter()
         previous_challenger = None
+        run_tags = {
+            "trigger_event_id": ctx.condition.trigger_event_id,
+            "trigger_event_type": ctx.condition.trigger_topic,
+            "correlation_id": str(ctx.trigger.get("correlation_id", "")),
+            "action_id": ctx.action_id,
+            "training_id": training_id,
+        }
+        search: SearchOutcome | None = None
         try:
             previous_challenger = self.registry.version_for_alias(CHALLENGER)
-            result = train(data.frame, seed=seed)
+            search = search_and_train(
+                data.frame,
+                seed=seed,
+                trials=s.retrain_search_trials,
+                timeout_s=s.retrain_search_timeout_s,
+                tracking_uri=s.mlflow_tracking_uri,
+                experiment_name=s.training_experiment,
+                run_name=f"retrain-{training_id[:8]}",
+                tags=run_tags,
+            )
             info = log_and_register(
-                result,
+                search.result,
                 tracking_uri=s.mlflow_tracking_uri,
                 model_name=s.model_name,
                 reason=f"auto-responder: {ctx.reason}",
-                tags={
-                    "trigger_event_id": ctx.condition.trigger_event_id,
-                    "trigger_event_type": ctx.condition.trigger_topic,
-                    "correlation_id": str(ctx.trigger.get("correlation_id", "")),
-                    "action_id": ctx.action_id,
-                    "training_id": training_id,
-                },
+                tags=run_tags,
                 set_alias=CHALLENGER,
                 experiment_name=s.training_experiment,
                 min_auc=s.retrain_min_auc,
                 run_name=f"retrain-{training_id[:8]}",
+                run_id=search.run_id,
             )
         except Exception as exc:
             duration = time.perf_counter() - started
+            if search is not None and search.run_id is not None:
+                _terminate_failed(s.mlflow_tracking_uri, search.run_id)
             self.emit(
                 outbox,
                 s.training_completed,
@@ -342,6 +360,7 @@ class Executors:
             "val_auc": f"{info.metrics.get('auc_roc', math.nan):.4f}",
             "threshold": f"{info.threshold:.4f}",
             "validation_status": info.validation_status,
+            **search.details(),
         }
         if info.alias != CHALLENGER:
             return ActionResult.fail(
@@ -743,6 +762,16 @@ class Executors:
             window_size=str(int(s.monitor_window_size)),
             duration_s=f"{s.monitor_duration_s:g}",
         )
+
+
+def _terminate_failed(tracking_uri: str, run_id: str) -> None:
+    """Close a search's parent run whose model could not be logged (best effort)."""
+    try:
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=tracking_uri).set_terminated(run_id, status="FAILED")
+    except Exception as exc:
+        log.warning("search_run_not_closed", run_id=run_id, error=str(exc))
 
 
 def _run_command(argv: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
