@@ -68,7 +68,7 @@ test-integration: stack-up ## integration and end-to-end tests against the real 
 test: lint typecheck stack-up ## everything CI runs: lint, type-check, start the stack, all tests
 	@$(UV) run --frozen pytest tests
 
-bench: up ## scoring benchmark: pipeline vs naive per-event vs raw Kafka pipe
+bench: up ## scoring benchmark: pipeline (a predictor per core) vs naive vs raw pipe vs compute floor, ingest over HTTP
 	@$(OPS) bench
 
 catalogue: bootstrap ## rewrite the files generated from schemas/services.yaml (scrape configs, README table)
