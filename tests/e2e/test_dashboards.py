@@ -1,7 +1,7 @@
 """Every Grafana query and every Prometheus rule returns data from the live constellation.
 
 Runs against the local stack with all six services and its Prometheus (``make up``; the
-module starts what is missing with ``scripts/stack.py up`` and stops, at the end, the
+module starts what is missing with ``python -m constellation stack up`` and stops, at the end, the
 services it started). While traffic flows — transactions through ingest, their delayed
 fraud labels, user interactions and clicks on served recommendations, and after a while
 transactions from a drifted world — each dashboard query (Grafana variables replaced by
@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-from constellation import api_keys
+from constellation import api_keys, stack
 from fraud_model.contract import transaction_payload
 from fraud_model.generator import DelayedLabels, TransactionGenerator
 from mlops_platform.auth import Role
@@ -43,8 +43,6 @@ from recsys_data.generator import InteractionGenerator
 from tests import promql
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-import stack  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -69,10 +67,10 @@ def constellation() -> Iterator[dict[str, str]]:
     before = {spec.name: _ready(spec) for spec in stack.SERVICES}
     if not all(before.values()):
         result = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "stack.py"), "up"], cwd=ROOT, timeout=1500
+            [sys.executable, "-m", "constellation", "stack", "up"], cwd=ROOT, timeout=1500
         )
         if result.returncode != 0:
-            pytest.fail("`scripts/stack.py up` failed (output above)", pytrace=False)
+            pytest.fail("`python -m constellation stack up` failed (output above)", pytrace=False)
     not_ready = [spec.name for spec in stack.SERVICES if not _ready(spec)]
     if not_ready:
         pytest.fail(f"services not ready: {', '.join(not_ready)} (see .stack/logs/)", pytrace=False)

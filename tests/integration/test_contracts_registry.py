@@ -138,7 +138,8 @@ def test_events_written_before_a_registry_restart_decode_after_it(
     )
 
     restart = subprocess.run(  # noqa: S603
-        [sys.executable, str(ROOT / "scripts" / "stack.py"), "restart", "schema-registry"],
+        [sys.executable, "-m", "constellation", "stack", "restart", "schema-registry"],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
