@@ -349,7 +349,7 @@ def start_kafka() -> None:
         ],
         platform_env(),
     )
-    wait_for("kafka", _kafka_ready, 90)
+    wait_for("kafka", _kafka_ready, 180)
     print(f"  kafka: started on {KAFKA_BOOTSTRAP} (logs {LOGS / 'kafka'})")
 
 
@@ -392,7 +392,7 @@ def start_registry() -> None:
             SCHEMA_REGISTRY_AUTH_PASSWORD=stack_credentials().registry_password,
         )
     spawn("schema-registry", [PYTHON, "-m", "schema_registry_server"], env)
-    wait_for("schema-registry", lambda: http_ok(url), 60)
+    wait_for("schema-registry", lambda: http_ok(url), 180)
     print(f"  schema-registry: started on {REGISTRY_URL}")
 
 
@@ -426,7 +426,7 @@ def start_mlflow() -> None:
         ],
         env,
     )
-    wait_for("mlflow", lambda: http_ok(url), 120)
+    wait_for("mlflow", lambda: http_ok(url), 300)
     print(f"  mlflow: started on {MLFLOW_URL}")
 
 
