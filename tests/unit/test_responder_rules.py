@@ -125,6 +125,22 @@ def test_star_fills_every_severity_and_first_match_wins():
         }
     )
     assert table.match("data_drift_detected", {"drift_type": "prediction"}).id == "a"
+    negated = parse_rules(
+        {
+            "rules": [
+                {
+                    "id": "not-t",
+                    "event_type": "data_drift_detected",
+                    "match": {"drift_type": "!t*"},
+                    "actions": {"*": "alert"},
+                },
+                {"id": "t", "event_type": "data_drift_detected", "actions": {"*": "retrain"}},
+            ]
+        }
+    )
+    assert negated.match("data_drift_detected", {"drift_type": "data"}).id == "not-t"
+    assert negated.match("data_drift_detected", {}).id == "not-t"  # a missing fact is not excluded
+    assert negated.match("data_drift_detected", {"drift_type": "target"}).id == "t"
     rule = table.match("data_drift_detected", {"drift_type": "data"})
     assert rule.id == "b"
     assert rule.action_for(Severity.LOW) is Action.NONE

@@ -26,10 +26,17 @@ Matcher = str | list[str]
 
 
 def _matches(pattern: Matcher, value: str | None) -> bool:
+    """A value, a glob or a list of them; ``!glob`` excludes (a missing fact is not excluded)."""
+    patterns = [str(p) for p in (pattern if isinstance(pattern, list) else [pattern])]
+    excluded = [p[1:] for p in patterns if p.startswith("!")]
+    wanted = [p for p in patterns if not p.startswith("!")]
+    if value is not None and any(fnmatch.fnmatchcase(value, p) for p in excluded):
+        return False
+    if not wanted:
+        return True
     if value is None:
         return False
-    patterns = pattern if isinstance(pattern, list) else [pattern]
-    return any(fnmatch.fnmatchcase(value, str(p)) for p in patterns)
+    return any(fnmatch.fnmatchcase(value, p) for p in wanted)
 
 
 @dataclass(frozen=True)
