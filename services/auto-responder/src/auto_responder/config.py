@@ -8,6 +8,7 @@ e.g. ``RESPONDER_COOLDOWNS_S='{"retrain": 600}'``.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Literal
@@ -31,25 +32,15 @@ DEFAULT_COOLDOWNS_S: dict[str, float] = {
 }
 
 
-def _find_stack_script() -> Path | None:
-    """``scripts/stack.py`` of the source checkout this package runs from, if any."""
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "scripts" / "stack.py"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def default_scale_command() -> list[str]:
-    """``python scripts/stack.py scale predictor {instances}`` in a checkout; nothing elsewhere.
+    """``python -m constellation stack scale {service} {instances}`` where the operator package is installed.
 
-    In docker compose there is no local stack script: the responder only publishes
+    In docker compose there is no local stack: the responder only publishes
     ``system.scale.requested`` and scaling is ``docker compose up -d --scale predictor=N``.
     """
-    script = _find_stack_script()
-    if script is None:
+    if importlib.util.find_spec("constellation") is None:
         return []
-    return [sys.executable, str(script), "scale", "{service}", "{instances}"]
+    return [sys.executable, "-m", "constellation", "stack", "scale", "{service}", "{instances}"]
 
 
 class Settings(ServiceSettings):
