@@ -162,15 +162,7 @@ class EventProducer:
             if on_delivery is not None:
                 on_delivery(err, msg)
 
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value=record.value, key=record.key, headers=record.headers, on_delivery=delivered
-                )
-                return
-            except BufferError:
-                # Local queue full: serve delivery reports to make room, then retry.
-                self._producer.poll(0.1)
+        self._produce(record, delivered)
 
     def enqueue(self, record: Encoded) -> None:
         """Enqueue an encoded record with no delivery callback and no counting.
@@ -179,13 +171,21 @@ class EventProducer:
         the records once the transaction committed (a Python callback per record costs
         more than producing it).
         """
+        self._produce(record, None)
+
+    def _produce(self, record: Encoded, on_delivery: DeliveryCallback | None) -> None:
         while True:
             try:
                 self._producer.produce(
-                    record.topic, value=record.value, key=record.key, headers=record.headers
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=record.headers,
+                    on_delivery=on_delivery,
                 )
                 return
             except BufferError:
+                # Local queue full: serve delivery reports to make room, then retry.
                 self._producer.poll(0.1)
 
     def publish(
