@@ -590,7 +590,9 @@ def test_when_the_overload_passed_the_service_scales_down_to_the_minimum(clock):
     responder, producer, _, commands = make(
         clock, scale_min_instances=1, overload_calm_lag_messages=100, overload_calm_s=60
     )
-    [scale_up] = predictor_beats(responder, clock, ["a", "b", "c"], lag=3000)  # 9000: overload
+    # 2,000 each: the summed lag crosses the 5,000 overload threshold only with the third beat, so
+    # the scale-up (run on a worker thread) always counts three live instances.
+    [scale_up] = predictor_beats(responder, clock, ["a", "b", "c"], lag=2000)
     assert scale_up.action == "scale"
     terminal(responder, producer, scale_up.action_id)
     records: list[ActionRecord] = []
