@@ -17,7 +17,7 @@ import httpx
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from mlops_platform.contracts import Topic, make_event
+from mlops_platform.contracts import make_event
 from mlops_platform.kafka import EventProducer
 from mlops_platform.logs import get_logger
 from mlops_platform.metrics import platform_metrics
@@ -145,7 +145,7 @@ class Heartbeat:
             },
         )
         # Heartbeats are best effort: produce without waiting, the poll thread delivers.
-        self.producer.produce(Topic.SYSTEM_HEALTH, event, key=self.settings.service_name)
+        self.producer.produce(self.settings.heartbeats, event, key=self.settings.service_name)
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.heartbeat_interval_s):

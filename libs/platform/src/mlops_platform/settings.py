@@ -16,7 +16,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mlops_platform.bindings import ServiceBindings
+from mlops_platform.bindings import Binding, ServiceBindings
+from mlops_platform.contracts import Topic
 
 
 def _find_schemas_dir() -> Path:
@@ -157,6 +158,14 @@ class ServiceSettings(PlatformSettings):
         """The consumer group every instance of the service joins."""
         return self.group_id or self.service_name
 
+    @property
+    def heartbeats(self) -> Binding:
+        """Where the runtime's heartbeats go: always the catalogue topic, keyed by service name."""
+        return Binding.to(Topic.SYSTEM_HEALTH, key="service")
+
     def bindings(self) -> ServiceBindings:
-        """The topics this service consumes and produces (a front door consumes none)."""
-        return ServiceBindings()
+        """The topics this service consumes and produces (a front door consumes none).
+
+        Every service produces :attr:`heartbeats`; list it among the outputs.
+        """
+        return ServiceBindings(produces=(self.heartbeats,))

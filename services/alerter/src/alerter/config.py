@@ -78,9 +78,7 @@ class Settings(ServiceSettings):
         return Binding.to(Topic.SYSTEM_ALERTS, self.alerts_topic, key="dedup_key")
 
     def bindings(self) -> ServiceBindings:
-        return ServiceBindings.of(
-            consumes=[self.alerts], produces=[self.alerts, Binding.to(Topic.SYSTEM_HEALTH, key="service")]
-        )
+        return ServiceBindings.of(consumes=[self.alerts], produces=[self.alerts, self.heartbeats])
 
     @property
     def smtp_recipients(self) -> list[str]:

@@ -230,11 +230,6 @@ class Settings(ServiceSettings):
         return Binding.to(Topic.SYSTEM_HEALTH, self.health_topic, key="service")
 
     @property
-    def heartbeats(self) -> Binding:
-        """Heartbeats written: the runtime always beats on the catalogue topic."""
-        return Binding.to(Topic.SYSTEM_HEALTH, key="service")
-
-    @property
     def alerts(self) -> Binding:
         return Binding.to(Topic.SYSTEM_ALERTS, self.alerts_topic, key="dedup_key")
 

@@ -208,5 +208,5 @@ class Settings(ServiceSettings):
         """Predictions, labels, deployments, actions in; drift, degradation, A/B verdicts, heartbeats out."""
         return ServiceBindings.of(
             consumes=[self.predictions, self.feedback, self.deployments, self.actions],
-            produces=[self.drift, self.degraded, self.evaluation, Binding.to(Topic.SYSTEM_HEALTH)],
+            produces=[self.drift, self.degraded, self.evaluation, self.heartbeats],
         )

@@ -124,6 +124,6 @@ class Settings(ServiceSettings):
                 self.feedback,
                 self.ingested,
                 self.quality_issues,
-                Binding.to(Topic.SYSTEM_HEALTH),
+                self.heartbeats,
             ]
         )

@@ -155,5 +155,5 @@ class Settings(ServiceSettings):
     def bindings(self) -> ServiceBindings:
         return ServiceBindings.of(
             consumes=[self.requests, self.model_events],
-            produces=[self.completed, Binding.to(Topic.SYSTEM_HEALTH)],
+            produces=[self.completed, self.heartbeats],
         )

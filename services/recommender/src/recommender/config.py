@@ -109,7 +109,7 @@ class Settings(ServiceSettings):
         """The three business topics in; recommendation lists, pushes and heartbeats out."""
         return ServiceBindings.of(
             consumes=[self.interactions, self.clicks, self.feedback],
-            produces=[self.updated, self.push, Binding.to(Topic.SYSTEM_HEALTH, key="service")],
+            produces=[self.updated, self.push, self.heartbeats],
         )
 
     @property
