@@ -16,7 +16,7 @@ export SCHEMA_REGISTRY_URL ?= http://127.0.0.1:$(SCHEMA_REGISTRY_PORT)/apis/ccom
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
 
 .PHONY: help bootstrap stack-up stack-down stack-status up down status run test lint typecheck \
-        test-unit test-integration provision check-schemas bench catalogue
+        test-unit test-integration chaos provision check-schemas bench catalogue
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ test-unit: bootstrap ## unit tests only (no stack needed)
 
 test-integration: stack-up ## integration and end-to-end tests against the real local stack
 	@$(UV) run --frozen pytest tests/integration tests/e2e
+
+chaos: stack-up ## chaos tier: SIGKILLs, poison records, broker/registry/MLflow outages; prints counts per scenario
+	@$(UV) run --frozen pytest tests/chaos
 
 test: lint typecheck stack-up ## everything CI runs: lint, type-check, start the stack, all tests
 	@$(UV) run --frozen pytest tests
