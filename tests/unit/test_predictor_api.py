@@ -79,6 +79,34 @@ def test_score_validates_types(client: TestClient, service: PredictorService) ->
     assert {("body", "amount"), ("body", "transaction_id")} <= fields
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("amount", 1e308, "less than or equal"),
+        ("ip_risk_score", 7.5, "less than or equal"),
+        ("customer_age", 3, "greater than or equal"),
+        ("channel", "carrier-pigeon", "unknown channel"),
+        ("country", "usa", "ISO 3166-1"),
+        ("txn_count_1h", 50, "at least txn_count_1h"),
+    ],
+)
+def test_score_refuses_what_ingest_refuses(
+    client: TestClient, service: PredictorService, field: str, value: object, reason: str
+) -> None:
+    # The same bounds and vocabularies as ingest's door: an out-of-contract value is a 422
+    # naming the field, never a score computed on a feature the model never saw.
+    service.holder.refresh()
+    (txn,) = transactions(1)
+    body = {**txn, field: value}
+    if field == "txn_count_1h":
+        body["txn_count_24h"] = 10
+    response = client.post("/score", json=body)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert reason in error["msg"]
+    assert error["loc"][-1] in {field, "txn_count_24h"}
+
+
 def test_readiness_needs_a_model_but_tolerates_a_stale_one(
     service: PredictorService, source: FakeSource
 ) -> None:

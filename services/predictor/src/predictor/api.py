@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
+from fraud_model.fields import TransactionFields, TransactionId
 from mlops_platform.auth import Operator, Producer, Role, require
 from mlops_platform.logs import get_logger
 from predictor import metrics
@@ -59,39 +60,10 @@ class ModelPublic(BaseModel):
     refresh_interval_s: float
 
 
-class ScoreRequest(BaseModel):
-    """One transaction with the ``prediction.request`` fields (types as in the Avro contract)."""
+class ScoreRequest(TransactionFields):
+    """One transaction with the ``prediction.request`` fields, validated as ingest validates them."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    transaction_id: str = Field(min_length=1)
-    account_id: str
-    merchant_id: str
-    amount: StrictFloat
-    currency: str
-    merchant_category: str
-    channel: str
-    device_type: str
-    country: str
-    home_country: str
-    hour_of_day: StrictInt
-    day_of_week: StrictInt
-    account_age_days: StrictInt
-    customer_age: StrictInt
-    card_present: StrictBool
-    is_new_device: StrictBool
-    distance_from_home_km: StrictFloat
-    txn_count_1h: StrictInt
-    txn_count_24h: StrictInt
-    amount_sum_24h: StrictFloat
-    amount_avg_30d: StrictFloat
-    days_since_last_txn: StrictFloat
-    failed_logins_24h: StrictInt
-    merchant_risk_score: StrictFloat
-    ip_risk_score: StrictFloat
-    email_domain_age_days: StrictInt
-    credit_limit: StrictFloat
-    installment_months: StrictInt
+    transaction_id: TransactionId
 
 
 class ScorePublic(BaseModel):
