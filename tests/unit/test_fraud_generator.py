@@ -117,6 +117,8 @@ def test_scenario_catalogue() -> None:
         "fraud_wave",
         "night_shift",
         "device_shift",
+        "gradual",
+        "concept",
     }
     assert affected_features("baseline") == []
     for scenario in SCENARIOS:
@@ -213,3 +215,34 @@ def test_delayed_labels_drop_rate() -> None:
     assert none.due(10.0) == []
     with pytest.raises(ValueError):
         none.add(txns[0], now=0.0, delay_s=1.0, drop_rate=1.5)
+
+
+def test_gradual_drift_ramps_from_the_baseline_to_fraud_wave() -> None:
+    generator = TransactionGenerator(seed=5, gradual_rows=10_000)
+    baseline = generator.generate_frame(5_000)
+    generator.scenario = "gradual"
+    early = generator.generate_frame(2_000)
+    generator.generate(8_000)
+    late = generator.generate_frame(5_000)
+    wave = TransactionGenerator(seed=6, scenario="fraud_wave").generate_frame(5_000)
+    assert generator.drifted_share == 1.0
+
+    def grocery(frame: pd.DataFrame) -> float:
+        return float((frame["merchant_category"] == "grocery").mean())
+
+    # The baseline's grocery share shrinks toward fraud_wave's as the ramp advances.
+    assert grocery(baseline) > grocery(early) > grocery(late)
+    assert abs(grocery(late) - grocery(wave)) < 0.02
+
+
+def test_concept_drift_changes_labels_but_not_features() -> None:
+    baseline = TransactionGenerator(seed=9).generate_frame(40_000)
+    concept = TransactionGenerator(seed=9, scenario="concept").generate_frame(40_000)
+    # Same seed, same draws: the features are identical row for row; only the labels differ.
+    features = [c for c in baseline.columns if c not in ("is_fraud", "transaction_id")]
+    pd.testing.assert_frame_equal(baseline[features], concept[features])
+    assert (baseline["is_fraud"] != concept["is_fraud"]).mean() > 0.01
+    # The fraud rate barely moves (no target drift), but frauds now sit in a new segment.
+    assert abs(concept["is_fraud"].mean() - baseline["is_fraud"].mean()) < 0.006
+    segment = (concept["merchant_category"] == "pharmacy") & (concept["hour_of_day"] >= 18)
+    assert concept.loc[segment, "is_fraud"].mean() > 0.6 > baseline.loc[segment, "is_fraud"].mean()

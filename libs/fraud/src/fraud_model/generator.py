@@ -61,6 +61,16 @@ SCENARIOS: Final[dict[str, str]] = {
         "Customers move from desktop to phones and tablets and many change devices "
         "(device type and new-device rate shift)."
     ),
+    "gradual": (
+        "Gradual drift: each row comes from fraud_wave with a probability that grows linearly "
+        "from 0 to 1 over ``gradual_rows`` rows after the switch, otherwise from the baseline."
+    ),
+    "concept": (
+        "Pure concept drift: every feature is drawn exactly as in the baseline, only the labels "
+        "change: evening pharmacy purchases are now mostly fraud and half of the old frauds are "
+        "no longer charged back; the fraud rate stays about the same, so neither feature nor "
+        "target drift shows, only the model's quality drops."
+    ),
 }
 
 # Features whose marginal distribution a scenario moves clearly (PSI well above 0.1).
@@ -86,14 +96,25 @@ _AFFECTED: Final[dict[str, tuple[str, ...]]] = {
     ),
     "night_shift": ("hour_of_day", "is_night"),
     "device_shift": ("device_type", "is_new_device"),
+    # Once the ramp is complete, the features of fraud_wave.
+    "gradual": (
+        "merchant_category",
+        "merchant_risk_score",
+        "amount",
+        "log_amount",
+        "amount_to_avg_ratio",
+        "amount_to_limit",
+    ),
+    "concept": (),
 }
 
 
 def affected_features(scenario: str) -> list[str]:
     """Feature names whose marginal distribution ``scenario`` shifts materially.
 
-    ``new_fraud_pattern`` returns an empty list on purpose: it is concept drift (what
-    fraud looks like changes) and leaves the marginals almost untouched.
+    ``new_fraud_pattern`` and ``concept`` return an empty list on purpose: they are
+    concept drift (what fraud looks like changes) and leave the marginals (almost, for
+    ``concept`` exactly) untouched.
     """
     _check_scenario(scenario)
     return list(_AFFECTED[scenario])
@@ -332,7 +353,14 @@ _SCENARIO_PARAMS: Final[dict[str, _ScenarioParams]] = {
     "device_shift": _ScenarioParams(
         online_devices=(0.55, 0.20, 0.25), app_tablet_share=0.30, new_device_rate=0.25
     ),
+    # Rows of these two are drawn with baseline or fraud_wave parameters (see _columns).
+    "gradual": _ScenarioParams(),
+    "concept": _ScenarioParams(),
 }
+# The concept scenario's new fraud segment (about 1.2 % of baseline rows) and how much of it is fraud.
+_CONCEPT_CATEGORY, _CONCEPT_FROM_HOUR, _CONCEPT_SEGMENT_FRAUD = "pharmacy", 18, 0.8
+# Share of the old frauds the concept scenario no longer labels as fraud.
+_CONCEPT_DROPPED_FRAUD = 0.5
 
 
 def _pick(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
@@ -397,19 +425,29 @@ class TransactionGenerator:
             (e.g. to inject drift in the middle of a stream).
         fraud_rate: expected share of fraud rows.
         n_accounts: size of the account population.
+        gradual_rows: rows over which the ``gradual`` scenario ramps from baseline to fraud_wave.
 
     Rows are dicts with every contract field plus the hidden label under ``is_fraud``
     (use :func:`fraud_model.contract.transaction_payload` before publishing).
     """
 
     def __init__(
-        self, seed: int, scenario: str = "baseline", fraud_rate: float = 0.02, n_accounts: int = 5_000
+        self,
+        seed: int,
+        scenario: str = "baseline",
+        fraud_rate: float = 0.02,
+        n_accounts: int = 5_000,
+        gradual_rows: int = 20_000,
     ) -> None:
         _check_scenario(scenario)
         if not 0.0 <= fraud_rate < 1.0:
             raise ValueError("fraud_rate must be in [0, 1)")
         if n_accounts < 10:
             raise ValueError("n_accounts must be at least 10")
+        if gradual_rows < 1:
+            raise ValueError("gradual_rows must be positive")
+        self.gradual_rows = gradual_rows
+        self._gradual_start = 0
         self.seed = seed
         self.fraud_rate = fraud_rate
         self._scenario = scenario
@@ -432,7 +470,16 @@ class TransactionGenerator:
     @scenario.setter
     def scenario(self, value: str) -> None:
         _check_scenario(value)
+        if value == "gradual" and self._scenario != "gradual":
+            self._gradual_start = self._generated
         self._scenario = value
+
+    @property
+    def drifted_share(self) -> float:
+        """Share of fraud_wave rows the ``gradual`` scenario draws now (1 or 0 for the others)."""
+        if self._scenario == "gradual":
+            return min(1.0, (self._generated - self._gradual_start) / self.gradual_rows)
+        return 0.0 if self._scenario == "baseline" else 1.0
 
     @property
     def generated(self) -> int:
@@ -462,8 +509,38 @@ class TransactionGenerator:
     def _columns(self, n: int) -> dict[str, list[Any]]:
         if n < 0:
             raise ValueError("n must be non-negative")
+        if self._scenario == "gradual":
+            return self._gradual_columns(n)
+        if self._scenario == "concept":
+            return self._concept_columns(n)
+        return self._draw(n, _SCENARIO_PARAMS[self._scenario])
+
+    def _gradual_columns(self, n: int) -> dict[str, list[Any]]:
+        """A mix of fraud_wave and baseline rows, the drifted share growing row by row."""
+        drifted = int(self._rng.binomial(n, self.drifted_share)) if n else 0
+        parts = [
+            self._draw(drifted, _SCENARIO_PARAMS["fraud_wave"]),
+            self._draw(n - drifted, _SCENARIO_PARAMS["baseline"]),
+        ]
+        order = self._rng.permutation(n).tolist()
+        merged = {key: parts[0][key] + parts[1][key] for key in parts[0]}
+        return {key: [values[i] for i in order] for key, values in merged.items()}
+
+    def _concept_columns(self, n: int) -> dict[str, list[Any]]:
+        """Baseline rows whose labels follow the concept scenario's new rule."""
+        out = self._draw(n, _SCENARIO_PARAMS["baseline"])
+        rng = self._rng
+        is_fraud = np.asarray(out[LABEL_KEY], dtype=bool)
+        segment = (np.asarray(out["merchant_category"]) == _CONCEPT_CATEGORY) & (
+            np.asarray(out["hour_of_day"]) >= _CONCEPT_FROM_HOUR
+        )
+        dropped = is_fraud & (rng.random(n) < _CONCEPT_DROPPED_FRAUD)
+        added = segment & (rng.random(n) < _CONCEPT_SEGMENT_FRAUD)
+        out[LABEL_KEY] = ((is_fraud & ~dropped) | added).tolist()
+        return out
+
+    def _draw(self, n: int, params: _ScenarioParams) -> dict[str, list[Any]]:
         rng, acc_tbl = self._rng, self._accounts
-        params = _SCENARIO_PARAMS[self._scenario]
         elapsed_days = int(self._generated / self._rows_per_day)
 
         # Who is defrauded and how comes first: some modi operandi pick their own victims.
