@@ -291,8 +291,8 @@ class ServiceLauncher:
     ) -> ServiceProcess:
         """Run ``python -m module`` on a free port and wait until ``wait_for`` answers 200.
 
-        The port goes to ``{env_prefix}HTTP_PORT`` (or ``port_var``); heartbeats are slowed
-        down and logs are readable text unless ``env`` says otherwise.
+        The port goes to ``{env_prefix}HTTP_PORT`` (or ``port_var``); heartbeats and system
+        metrics are slowed down and logs are readable text unless ``env`` says otherwise.
         """
         port = free_port()
         environment = {
@@ -300,6 +300,7 @@ class ServiceLauncher:
             host_var or f"{env_prefix}HTTP_HOST": "127.0.0.1",
             port_var or f"{env_prefix}HTTP_PORT": str(port),
             f"{env_prefix}HEARTBEAT_INTERVAL_S": "3600",
+            f"{env_prefix}SYSTEM_METRICS_INTERVAL_S": "3600",
             "LOG_FORMAT": "console",
             # The digests of the session's API keys (tests send the plaintext ones).
             "API_KEYS": keys.API_KEYS_ENV,

@@ -30,6 +30,7 @@ def test_the_recommenders_acls_are_exactly_what_its_catalogue_entry_implies() ->
                 "recommendations.updated",
                 "push.recommendations",
                 "system.health",
+                "system.metrics",
                 "dlq.recommender",
             )
             for op in ("WRITE", "DESCRIBE")

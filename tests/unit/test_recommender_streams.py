@@ -159,6 +159,7 @@ def test_the_service_reads_and_writes_the_bound_topics(tmp_path: Path) -> None:
         "recommendations.updated",
         "push.recommendations",
         "system.health",
+        "system.metrics",
     }
     assert bindings.consumed("private.interactions").contract is Topic.BUSINESS_USER_INTERACTION
     service = _service(settings)

@@ -28,6 +28,8 @@ class PlatformMetrics:
     consumer_lag: Gauge
     dependency_up: Gauge
     service_info: Gauge
+    process_threads: Gauge
+    data_dir_free_bytes: Gauge
 
 
 @lru_cache(maxsize=4)
@@ -78,6 +80,20 @@ def platform_metrics(registry: CollectorRegistry = REGISTRY) -> PlatformMetrics:
             "mlops_service_info",
             "Constant 1, labelled with the service's identity",
             ["service", "instance", "version"],
+            registry=registry,
+        ),
+        # prometheus-client's process collector exports CPU seconds, memory and open fds
+        # already; threads and the free space where a service keeps its data it does not.
+        process_threads=Gauge(
+            "mlops_process_threads",
+            "Threads of the service process (native librdkafka threads included), last system sample",
+            ["service"],
+            registry=registry,
+        ),
+        data_dir_free_bytes=Gauge(
+            "mlops_data_dir_free_bytes",
+            "Free bytes on the file system of the service's data directory, last system sample",
+            ["service", "path"],
             registry=registry,
         ),
     )

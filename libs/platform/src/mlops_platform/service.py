@@ -10,6 +10,8 @@ passes :meth:`ServiceRuntime.lifespan` to :func:`mlops_platform.http.create_app`
 On start the loops run in their own threads; on shutdown (SIGTERM under uvicorn)
 each loop finishes its batch, commits and closes, then the producer flushes.
 Readiness fails when Kafka or the registry is unreachable or a loop has died.
+Beside the heartbeat (``system.health``) a reporter publishes ``system.metrics``:
+the process's and host's CPU, memory, disk and load (see :mod:`mlops_platform.sysmetrics`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from mlops_platform.kafka import EventProducer, Guarantee, Handler, StreamLoop
 from mlops_platform.logs import get_logger
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import ServiceSettings
+from mlops_platform.sysmetrics import SystemMetricsReporter
 
 log = get_logger(__name__)
 
@@ -47,6 +50,7 @@ class ServiceRuntime:
         self._on_start: list[Callable[[], None]] = []
         self._on_stop: list[Callable[[], None]] = []
         self._heartbeat: Heartbeat | None = None
+        self.system_metrics = SystemMetricsReporter(settings, self.producer)
 
     @property
     def name(self) -> str:
@@ -124,6 +128,7 @@ class ServiceRuntime:
             details=self.heartbeat_details or (lambda: {"consumer_lag": str(self.lag())}),
         )
         self._heartbeat.start()
+        self.system_metrics.start()
 
     def stop(self) -> None:
         log.info("service_stopping", loops=len(self.loops))
@@ -133,6 +138,7 @@ class ServiceRuntime:
             loop.join(timeout_s=60)
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        self.system_metrics.stop()
         for hook in self._on_stop:
             try:
                 hook()

@@ -149,6 +149,12 @@ class ServiceSettings(PlatformSettings):
     http_port: int = 8000
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     heartbeat_interval_s: float = 10.0
+    system_metrics_interval_s: float = Field(
+        30.0, ge=0, description="Period of the system.metrics events (process and host resources); 0: off."
+    )
+    system_metrics_topic: str = Field(
+        Topic.SYSTEM_METRICS.value, description="Where system.metrics events go (tests use a private topic)."
+    )
     group_id: str | None = Field(
         None, description="Consumer group shared by all instances; default: the service name."
     )
@@ -163,9 +169,18 @@ class ServiceSettings(PlatformSettings):
         """Where the runtime's heartbeats go: always the catalogue topic, keyed by service name."""
         return Binding.to(Topic.SYSTEM_HEALTH, key="service")
 
+    @property
+    def system_metrics(self) -> Binding:
+        """Where the runtime's resource summaries go, keyed by service name."""
+        return Binding.to(Topic.SYSTEM_METRICS, self.system_metrics_topic, key="service")
+
+    def data_path(self) -> Path | None:
+        """The directory the service keeps data in, if any: its disk space is reported."""
+        return None
+
     def bindings(self) -> ServiceBindings:
         """The topics this service consumes and produces (a front door consumes none).
 
-        Every service produces :attr:`heartbeats`; list it among the outputs.
+        Every service produces :attr:`heartbeats` and :attr:`system_metrics`; list them among the outputs.
         """
-        return ServiceBindings(produces=(self.heartbeats,))
+        return ServiceBindings(produces=(self.heartbeats, self.system_metrics))

@@ -78,7 +78,9 @@ class Settings(ServiceSettings):
         return Binding.to(Topic.SYSTEM_ALERTS, self.alerts_topic, key="dedup_key")
 
     def bindings(self) -> ServiceBindings:
-        return ServiceBindings.of(consumes=[self.alerts], produces=[self.alerts, self.heartbeats])
+        return ServiceBindings.of(
+            consumes=[self.alerts], produces=[self.alerts, self.heartbeats, self.system_metrics]
+        )
 
     @property
     def smtp_recipients(self) -> list[str]:

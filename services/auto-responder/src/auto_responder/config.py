@@ -279,5 +279,6 @@ class Settings(ServiceSettings):
                 self.training_completed,
                 self.deployments,
                 self.heartbeats,
+                self.system_metrics,
             ],
         )

@@ -208,5 +208,9 @@ class Settings(ServiceSettings):
         """Predictions, labels, deployments, actions in; drift, degradation, A/B verdicts, heartbeats out."""
         return ServiceBindings.of(
             consumes=[self.predictions, self.feedback, self.deployments, self.actions],
-            produces=[self.drift, self.degraded, self.evaluation, self.heartbeats],
+            produces=[self.drift, self.degraded, self.evaluation, self.heartbeats, self.system_metrics],
         )
+    def data_path(self) -> Path:
+        """Evidently reports are written here (its disk space is reported)."""
+        return self.reports_dir
+

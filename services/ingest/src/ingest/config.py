@@ -125,5 +125,6 @@ class Settings(ServiceSettings):
                 self.ingested,
                 self.quality_issues,
                 self.heartbeats,
+                self.system_metrics,
             ]
         )

@@ -155,5 +155,5 @@ class Settings(ServiceSettings):
     def bindings(self) -> ServiceBindings:
         return ServiceBindings.of(
             consumes=[self.requests, self.model_events],
-            produces=[self.completed, self.heartbeats],
+            produces=[self.completed, self.heartbeats, self.system_metrics],
         )

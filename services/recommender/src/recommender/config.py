@@ -109,7 +109,7 @@ class Settings(ServiceSettings):
         """The three business topics in; recommendation lists, pushes and heartbeats out."""
         return ServiceBindings.of(
             consumes=[self.interactions, self.clicks, self.feedback],
-            produces=[self.updated, self.push, self.heartbeats],
+            produces=[self.updated, self.push, self.heartbeats, self.system_metrics],
         )
 
     @property
@@ -127,6 +127,10 @@ class Settings(ServiceSettings):
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
             learning_rate=self.learning_rate,
+    def data_path(self) -> Path:
+        """The Faust tables' local stores live here (its disk space is reported)."""
+        return self.data_dir
+
             topk_size=max(self.topk_size, self.push_size),
             push_size=self.push_size,
             similar_users=self.similar_users,
