@@ -65,6 +65,12 @@ class Settings(ServiceSettings):
     completed_topic: str = Field(Topic.PREDICTION_COMPLETED.value, description="Where scores go.")
     model_events_topic: str = Field(Topic.MODEL_DEPLOYED.value, description="Alias moves to follow.")
     dead_letter_topic: str = Field(dlq_topic("predictor"), description="Requests that cannot be scored.")
+    processed_topic: str = Field(Topic.DATA_PROCESSED.value, description="Per-window processing summaries.")
+    processed_window_s: float = Field(
+        60.0,
+        ge=0,
+        description="Length of the data.processed windows (aligned to UTC multiples of it); 0: off.",
+    )
     model_events_group_id: str | None = Field(
         None,
         description=(
@@ -152,8 +158,13 @@ class Settings(ServiceSettings):
         """Alias moves to follow (input of the deployment listener)."""
         return Binding.to(Topic.MODEL_DEPLOYED, self.model_events_topic)
 
+    @property
+    def processed(self) -> Binding:
+        """What each instance scored per window, keyed by instance."""
+        return Binding.to(Topic.DATA_PROCESSED, self.processed_topic, key="instance_id")
+
     def bindings(self) -> ServiceBindings:
         return ServiceBindings.of(
             consumes=[self.requests, self.model_events],
-            produces=[self.completed, self.heartbeats, self.system_metrics],
+            produces=[self.completed, self.processed, self.heartbeats, self.system_metrics],
         )

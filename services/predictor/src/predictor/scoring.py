@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from predictor import metrics
 from predictor.ab import ABRouter
 from predictor.holder import ModelHolder, ServingModel, ServingSet
 from predictor.risk import RiskThresholds
+
+if TYPE_CHECKING:
+    from predictor.processed import ProcessedWindow
 
 SOURCE = "predictor"
 
@@ -186,12 +189,16 @@ class PredictionHandler:
     """The exactly-once stream handler: ``prediction.request`` records -> ``prediction.completed`` events.
 
     Emits one event per request into the loop's outbox; the loop commits them in the
-    transaction that also commits the consumed offsets.
+    transaction that also commits the consumed offsets. With a ``window``, every scored
+    batch and refused request is also counted there (``data.processed``).
     """
 
-    def __init__(self, engine: ScoringEngine, completed: Binding) -> None:
+    def __init__(
+        self, engine: ScoringEngine, completed: Binding, window: ProcessedWindow | None = None
+    ) -> None:
         self.engine = engine
         self.completed = completed
+        self.window = window
 
     def __call__(self, records: list[Record], outbox: Outbox) -> None:
         try:
@@ -201,6 +208,8 @@ class PredictionHandler:
             # The loop replays a failed batch record by record; count each bad one once, there.
             if len(records) == 1:
                 metrics.REQUESTS.labels(metrics.STREAM_ENDPOINT, "invalid", "").inc()
+                if self.window is not None:
+                    self.window.add_invalid()
             raise
         batch = self.engine.score_batch([r.value for r in records], metrics.STREAM_ENDPOINT)
         model_name = self.engine.holder.model_name
@@ -234,3 +243,5 @@ class PredictionHandler:
             # Keyed by the binding's key field (transaction_id), like the request.
             outbox.emit(completed, event)
         metrics.observe_all(metrics.LATENCY.labels(metrics.STREAM_ENDPOINT), latencies / 1000.0)
+        if self.window is not None:
+            self.window.add(batch, latencies)

@@ -10,7 +10,9 @@ Threads:
   ``model.deployed`` in a consumer group of its own (per process), so every instance sees
   every deployment; it triggers an alias check;
 * **refresher** — the periodic alias check backing up the listener (missed events, a
-  registry that was down); it checks more often while the last check failed.
+  registry that was down); it checks more often while the last check failed;
+* **window reporter** — publishes what was scored in each window (``data.processed``,
+  ``processed_window_s``) with the shared producer, see :mod:`predictor.processed`.
 
 Startup order: the listener's start offsets are pinned to the end of ``model.deployed``
 first, then the models are loaded, then the loops start: a deployment announced after
@@ -34,6 +36,7 @@ from mlops_platform.service import ServiceRuntime
 from predictor.ab import ABRouter
 from predictor.config import Settings
 from predictor.holder import MlflowModelSource, ModelHolder, ModelSource
+from predictor.processed import ProcessedReporter
 from predictor.risk import RiskThresholds
 from predictor.scoring import PredictionHandler, ScoringEngine
 
@@ -78,6 +81,7 @@ class PredictorService:
         )
         self.engine = ScoringEngine(self.holder, self.router, self.thresholds)
         self.runtime = runtime or ServiceRuntime(settings)
+        self.processed = ProcessedReporter(settings, self.runtime.producer)
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
         # A fresh group per process: it never has members or offsets from an earlier run.
@@ -95,7 +99,9 @@ class PredictorService:
         # instance so a restarted instance fences its predecessor's open transaction.
         self.scoring_loop = runtime.stream(
             inputs=[settings.requests],
-            handler=PredictionHandler(self.engine, settings.completed),
+            handler=PredictionHandler(
+                self.engine, settings.completed, self.processed.window if self.processed.enabled else None
+            ),
             guarantee=Guarantee.EXACTLY_ONCE,
             batch_size=settings.batch_size,
             commit_max_records=settings.transaction_max_events,
@@ -126,7 +132,9 @@ class PredictorService:
         runtime.on_start(self._pin_events_start)
         runtime.on_start(self._initial_load)
         runtime.on_start(self._start_refresher)
+        runtime.on_start(self.processed.start)
         runtime.on_stop(self._stop_refresher)
+        runtime.on_stop(self.processed.stop)
 
     # ---------------------------------------------------------------- handlers
 
