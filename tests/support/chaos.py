@@ -46,6 +46,7 @@ class Recovery:
 
     component: str
     injected_at: float = field(default_factory=time.monotonic)
+    injected_wall: float = field(default_factory=time.time)
     restarted_at: float | None = None
     ready_at: float | None = None
     first_output_at: float | None = None
@@ -62,6 +63,12 @@ class Recovery:
         """Mark the first output after the fault (only the first call counts)."""
         if self.first_output_at is None:
             self.first_output_at = time.monotonic() if at is None else at
+
+    def output_at(self, timestamps: Iterable[float]) -> None:
+        """Mark the first output from record timestamps (epoch seconds): the earliest one after the fault."""
+        after = [ts for ts in timestamps if ts >= self.injected_wall]
+        if after and self.first_output_at is None:
+            self.first_output_at = self.injected_at + (min(after) - self.injected_wall)
 
     @property
     def ready_s(self) -> float | None:
@@ -120,9 +127,18 @@ class Ledger:
         return arrived
 
     def recount(self, ids: Iterable[str | None]) -> None:
-        """Replace everything observed so far by ``ids`` (a final, complete re-read of the outputs)."""
-        self._seen.clear()
-        self.observe(ids)
+        """Replace everything observed so far by ``ids`` (a complete re-read of the outputs).
+
+        Marks no first output: pass the records' timestamps to :meth:`output_times` for that.
+        """
+        self._seen = Counter(one for one in ids if one is not None)
+
+    def output_times(self, timestamps: Iterable[float]) -> None:
+        """Output record timestamps (epoch seconds, e.g. from :func:`committed_ids`): each fault's first
+        output is the earliest after it (more precise than the moment the test happened to read it)."""
+        stamps = list(timestamps)
+        for recovery in self.recoveries:
+            recovery.output_at(stamps)
 
     def fault(self, component: str) -> Recovery:
         """Start the timeline of a fault injected now into ``component``."""
@@ -139,6 +155,15 @@ class Ledger:
     @property
     def sent_count(self) -> int:
         return len(self._sent)
+
+    @property
+    def sent_ids(self) -> list[str]:
+        """The sent ids, in the order they were sent."""
+        return list(self._sent)
+
+    def times(self, one: str) -> int:
+        """How often ``one`` came out."""
+        return self._seen.get(one, 0)
 
     @property
     def completed_once(self) -> int:
@@ -218,13 +243,15 @@ def committed_ids(
     id_of: IdOf,
     *,
     timeout_s: float = 60.0,
+    timestamps: list[float] | None = None,
 ) -> list[str]:
     """Every id on the partitions of ``start`` from their offsets to the end, as committed.
 
     Reads with ``isolation.level=read_committed`` up to the partitions' current ends (the last
     stable offsets), so aborted transactions' records are never counted. ``id_of`` maps a record
     to its id (``None``: not one of ours, skipped); duplicates are kept. Fails if the end is not
-    reached within ``timeout_s``.
+    reached within ``timeout_s``. ``timestamps``, if given, receives each counted record's
+    timestamp (epoch seconds), for :meth:`Ledger.output_times`.
     """
     consumer = Consumer(
         {
@@ -258,6 +285,8 @@ def committed_ids(
                 one = id_of(msg)
                 if one is not None:
                     found.append(one)
+                    if timestamps is not None:
+                        timestamps.append(msg.timestamp()[1] / 1000)
         assert not pending, f"could not read {sorted(pending)} to their ends {ends} within {timeout_s:.0f}s"
         return found
     finally:

@@ -1,0 +1,462 @@
+"""SIGKILL of each service in turn, with traffic through ingest, then restarted: nothing lost or repeated.
+
+The services run as processes on the shared stack. Ingest publishes onto the catalogue's
+``prediction.request`` (its topics are not configurable), so the predictor gets its own
+consumer group pinned to the current end of that topic and writes to a fresh
+``prediction.completed`` topic; the drift detector reads that topic and a fresh feedback
+topic. Every scenario's transactions carry a fresh id prefix, and the ledger
+(:mod:`tests.support.chaos`) counts them by id on the outputs, read with
+``isolation.level=read_committed``. The other services' inputs are fresh topics fed directly
+by the test; their state is compared before and after the kill.
+
+The driver posts batches of transactions to ``POST /transactions/batch``, each with its own
+``Idempotency-Key``; a batch that got no answer (the kill cut the connection, or ingest was
+still starting) is posted again with the same key until it gets a 202.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import Message, TopicPartition
+from mlflow import MlflowClient
+
+from fraud_model.contract import feedback_label, transaction_payload
+from fraud_model.generator import TransactionGenerator
+from fraud_model.training import TrainingResult, log_and_register, train
+from mlops_platform.contracts import Topic, load_catalogue, make_event
+from mlops_platform.kafka import EventProducer, create_topic, ensure_topics
+from mlops_platform.serde import AvroSerde
+from mlops_platform.settings import PlatformSettings
+from tests.support.chaos import Ledger, committed_ids, positions
+from tests.support.processes import ServiceLauncher, ServiceProcess, connection_env, wait_until
+from tests.support.scoring import REQUEST, pin_group_to_end
+
+pytestmark = pytest.mark.chaos
+
+TRANSACTIONS = 1500  # per scenario: enough batches before and after the kill, small enough for CI
+BATCH = 50
+KILL_AT = 0.4  # the share of the stream sent before the SIGKILL
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def fresh_topic(settings: PlatformSettings, name: str, partitions: int = 3) -> str:
+    topic = f"test.chaos.{name}.{uuid.uuid4().hex[:10]}"
+    create_topic(settings, topic, partitions)
+    return topic
+
+
+@dataclass(frozen=True)
+class Topics:
+    completed: str
+    deployed: str
+    predictor_dlq: str
+    feedback: str
+    actions: str
+    drift: str
+    degraded: str
+    evaluation: str
+
+
+@pytest.fixture(scope="module")
+def topics(platform_settings: PlatformSettings, serde: AvroSerde) -> Topics:
+    ensure_topics(platform_settings, load_catalogue(platform_settings.schemas_dir))
+    return Topics(
+        completed=fresh_topic(platform_settings, "completed"),
+        deployed=fresh_topic(platform_settings, "deployed", 1),
+        predictor_dlq=fresh_topic(platform_settings, "dlq-predictor", 1),
+        feedback=fresh_topic(platform_settings, "feedback"),
+        actions=fresh_topic(platform_settings, "actions", 1),
+        drift=fresh_topic(platform_settings, "drift", 1),
+        degraded=fresh_topic(platform_settings, "degraded", 1),
+        evaluation=fresh_topic(platform_settings, "evaluation", 1),
+    )
+
+
+@pytest.fixture(scope="module")
+def champion(mlflow_uri: str) -> Iterator[str]:
+    """A small model registered under a fresh name as @champion (with its drift reference sample)."""
+    name = f"chaos_fraud_{uuid.uuid4().hex[:8]}"
+    result: TrainingResult = train(TransactionGenerator(seed=31).generate_frame(5000), seed=3)
+    log_and_register(
+        result,
+        tracking_uri=mlflow_uri,
+        model_name=name,
+        set_alias="champion",
+        experiment_name="chaos-tests",
+        alias_requires_validation=False,
+        reason="chaos test",
+    )
+    yield name
+    client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+    try:
+        client.delete_registered_model(name)
+    except Exception:  # noqa: S110 - best-effort cleanup of a test model
+        pass
+
+
+@dataclass
+class Pipeline:
+    """Ingest -> predictor, as processes, and where their outputs go."""
+
+    settings: PlatformSettings
+    topics: Topics
+    model_name: str
+    ingest: ServiceProcess
+    predictor: ServiceProcess
+    predictor_group: str
+
+    def running(self) -> None:
+        """Restart whatever an earlier (failed) scenario left dead, and wait until all are ready."""
+        for service in (self.ingest, self.predictor):
+            if not service.alive():
+                service.restart()
+            service.wait_for("/ready", timeout_s=180)
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    platform_settings: PlatformSettings,
+    topics: Topics,
+    champion: str,
+    service_launcher: ServiceLauncher,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Pipeline:
+    base = connection_env(platform_settings)
+    ingest = service_launcher.start(
+        "ingest",
+        "INGEST_",
+        {
+            **base,
+            # The same instance id after a restart: its transactional ids fence the killed process.
+            "INGEST_INSTANCE_ID": f"chaos-{uuid.uuid4().hex[:8]}",
+            "INGEST_RATE_LIMIT_PER_S": "100000",
+            "INGEST_RATE_LIMIT_BURST": "100000",
+        },
+    )
+    group = f"chaos-predictor-{uuid.uuid4().hex[:8]}"
+    pin_group_to_end(platform_settings, group, REQUEST)
+    predictor = service_launcher.start(
+        "predictor",
+        "PREDICTOR_",
+        {
+            **base,
+            "PREDICTOR_MODEL_NAME": champion,
+            "PREDICTOR_GROUP_ID": group,
+            "PREDICTOR_INSTANCE_ID": f"chaos-{uuid.uuid4().hex[:8]}",
+            "PREDICTOR_COMPLETED_TOPIC": topics.completed,
+            "PREDICTOR_MODEL_EVENTS_TOPIC": topics.deployed,
+            "PREDICTOR_DEAD_LETTER_TOPIC": topics.predictor_dlq,
+            "PREDICTOR_SESSION_TIMEOUT_MS": "6000",
+        },
+    )
+    return Pipeline(platform_settings, topics, champion, ingest, predictor, group)
+
+
+@pytest.fixture(scope="module")
+def drift(
+    pipeline: Pipeline, service_launcher: ServiceLauncher, tmp_path_factory: pytest.TempPathFactory
+) -> ServiceProcess:
+    """The drift detector behind the pipeline's predictor (fresh topics, its own group)."""
+    topics, champion = pipeline.topics, pipeline.model_name
+    base = connection_env(pipeline.settings)
+    return service_launcher.start(
+        "drift_detector",
+        "DRIFT_",
+        {
+            **base,
+            "DRIFT_MODEL_NAME": champion,
+            "DRIFT_GROUP_ID": f"chaos-drift-{uuid.uuid4().hex[:8]}",
+            "DRIFT_INSTANCE_ID": f"chaos-{uuid.uuid4().hex[:6]}",
+            "DRIFT_PREDICTIONS_TOPIC": topics.completed,
+            "DRIFT_FEEDBACK_TOPIC": topics.feedback,
+            "DRIFT_DEPLOYMENTS_TOPIC": topics.deployed,
+            "DRIFT_ACTIONS_TOPIC": topics.actions,
+            "DRIFT_DRIFT_TOPIC": topics.drift,
+            "DRIFT_DEGRADED_TOPIC": topics.degraded,
+            "DRIFT_EVALUATION_TOPIC": topics.evaluation,
+            "DRIFT_REPORTS_DIR": str(tmp_path_factory.mktemp("drift-reports")),
+            "DRIFT_SESSION_TIMEOUT_MS": "6000",
+        },
+        timeout_s=180,
+        stop_timeout_s=60,
+    )
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+@dataclass(eq=False)  # a thread must stay hashable
+class Driver(threading.Thread):
+    """Posts ``count`` generator transactions to ingest in batches, each batch retried until a 202.
+
+    Every accepted transaction id goes into the ledger; ``retried`` holds the ids of batches
+    that needed another attempt (their first attempt may or may not have been published).
+    ``pause_at`` stops the driver after that many accepted transactions until :meth:`go`.
+    """
+
+    ingest: ServiceProcess
+    ledger: Ledger
+    prefix: str
+    count: int = TRANSACTIONS
+    pause_at: int | None = None
+    labels: dict[str, bool] = field(default_factory=dict)
+    retried: set[str] = field(default_factory=set)
+    attempts: int = 0
+    error: BaseException | None = None
+    paused: threading.Event = field(default_factory=threading.Event)
+    resume: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        super().__init__(name=f"driver-{self.prefix}", daemon=True)
+
+    def run(self) -> None:
+        try:
+            rows = TransactionGenerator(seed=hash(self.prefix) % 10_000).generate(self.count)
+            for start in range(0, self.count, BATCH):
+                if self.pause_at is not None and start >= self.pause_at and not self.resume.is_set():
+                    self.paused.set()
+                    self.resume.wait()
+                chunk = rows[start : start + BATCH]
+                txns = [
+                    {**transaction_payload(row), "transaction_id": f"{self.prefix}-{start + i}"}
+                    for i, row in enumerate(chunk)
+                ]
+                self.post(txns)
+                self.labels.update(
+                    {
+                        txn["transaction_id"]: bool(row["is_fraud"])
+                        for txn, row in zip(txns, chunk, strict=True)
+                    }
+                )
+        except BaseException as exc:  # the test thread reports it
+            self.error = exc
+
+    def post(self, txns: list[dict[str, Any]]) -> None:
+        key = f"{self.prefix}-{uuid.uuid4().hex}"
+        ids = [txn["transaction_id"] for txn in txns]
+        deadline = time.monotonic() + 240
+        tries = 0
+        while True:
+            tries += 1
+            self.attempts += 1
+            try:
+                response = self.ingest.post(
+                    "/transactions/batch",
+                    {"transactions": txns},
+                    headers={"Idempotency-Key": key},
+                    timeout=30,
+                )
+            except httpx.HTTPError:
+                response = None
+            if response is not None and response.status_code == 202:
+                assert response.json()["transaction_ids"] == ids, response.text
+                self.ledger.sent(ids)
+                if tries > 1:
+                    self.retried.update(ids)
+                return
+            if response is not None and response.status_code not in (429, 503):
+                raise AssertionError(f"ingest refused a batch: {response.status_code} {response.text}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"batch {key} not accepted within 240s")
+            time.sleep(0.2)
+
+    def go(self) -> None:
+        self.resume.set()
+
+    def finish(self, timeout_s: float = 300) -> None:
+        self.go()
+        self.join(timeout_s)
+        assert not self.is_alive(), "the traffic driver did not finish"
+        if self.error is not None:
+            raise self.error
+
+
+def ours(prefix: str) -> Callable[[Message], str | None]:
+    """Records keyed by one of the scenario's transaction ids count under that id; others are skipped."""
+    mark = f"{prefix}-".encode()
+
+    def id_of(msg: Message) -> str | None:
+        key = msg.key()
+        return key.decode() if key and key.startswith(mark) else None
+
+    return id_of
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def start_traffic(pipeline: Pipeline, ledger: Ledger, prefix: str) -> Driver:
+    driver = Driver(pipeline.ingest, ledger, prefix, pause_at=int(TRANSACTIONS * KILL_AT))
+    driver.start()
+    wait_until(lambda: driver.paused.is_set() or driver.error, 240, f"{prefix}: first part of the stream")
+    return driver
+
+
+def settle(
+    settings: PlatformSettings,
+    ledger: Ledger,
+    start: list[TopicPartition],
+    prefix: str,
+    timeout_s: float = 240,
+) -> None:
+    """Wait until every sent id is on the output (counted from ``start``, committed records only).
+
+    No extra wait for late duplicates: the outputs of a partition are in input order, so a
+    record scored twice after a restart would come before the last inputs' outputs.
+    """
+    id_of = ours(prefix)
+
+    def complete() -> bool:
+        stamps: list[float] = []
+        ledger.recount(committed_ids(settings, start, id_of, timestamps=stamps))
+        ledger.output_times(stamps)
+        return ledger.complete()
+
+    wait_until(complete, timeout_s, ledger.summary, interval_s=2)
+
+
+def kill_and_restart(service: ServiceProcess, ledger: Ledger, name: str) -> None:
+    """SIGKILL ``service``, start it again at once and wait until it is ready (timed in the ledger)."""
+    recovery = ledger.fault(name)
+    service.kill()
+    service.restart()
+    recovery.restarted()
+    service.wait_for("/ready", timeout_s=180)
+    recovery.ready()
+
+
+def drift_totals(drift: ServiceProcess) -> tuple[int, dict[str, int]]:
+    """The drift detector's rows seen by its window and its label-join statistics."""
+    rows = int(drift.json("/drift")["window"]["rows_seen"])
+    labels = drift.json("/quality")["labels"]
+    return rows, {k: int(v) for k, v in labels.items()}
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def test_predictor_sigkill_mid_stream_loses_and_repeats_no_prediction(
+    pipeline: Pipeline, chaos_ledger: Callable[..., Ledger]
+) -> None:
+    pipeline.running()
+    settings, ledger = pipeline.settings, chaos_ledger()
+    prefix = f"chaos-pred-{uuid.uuid4().hex[:6]}"
+    start = positions(settings, pipeline.topics.completed)
+    driver = start_traffic(pipeline, ledger, prefix)
+    # The first part is still being scored: the kill lands mid-batch, traffic goes on meanwhile.
+    driver.go()
+    kill_and_restart(pipeline.predictor, ledger, "predictor")
+    driver.finish()
+    settle(settings, ledger, start, prefix)
+    ledger.note(f"{driver.attempts} ingest requests")
+    ledger.assert_exactly_once()
+
+
+def test_ingest_sigkill_mid_request_loses_nothing_and_repeats_only_unanswered_retries(
+    pipeline: Pipeline, chaos_ledger: Callable[..., Ledger]
+) -> None:
+    """Every 202-accepted transaction lands; a batch that got no answer is retried with its key.
+
+    Ingest publishes each request in one Kafka transaction and answers 202 only once it is
+    committed, so an answered batch is on ``prediction.request`` exactly once. Its idempotency
+    store lives in the process (documented in the README): after a SIGKILL a retry of a batch
+    whose transaction had committed just before the kill is published again. So only retried
+    batches may land twice, never more, and nothing is lost.
+    """
+    pipeline.running()
+    settings = pipeline.settings
+    requests, completed = chaos_ledger("prediction.request"), chaos_ledger("prediction.completed")
+    prefix = f"chaos-ingest-{uuid.uuid4().hex[:6]}"
+    request_start = positions(settings, REQUEST)
+    completed_start = positions(settings, pipeline.topics.completed)
+    driver = Driver(pipeline.ingest, requests, prefix)
+    driver.start()
+    pipeline.ingest.wait(
+        "the first part of the stream", lambda: requests.sent_count >= TRANSACTIONS * KILL_AT, 240
+    )
+    kill_and_restart(pipeline.ingest, requests, "ingest")
+    driver.finish()
+    completed.sent(requests.sent_ids)
+    settle(settings, requests, request_start, prefix)
+    settle(settings, completed, completed_start, prefix)
+    for ledger in (requests, completed):
+        ledger.note(f"{len(driver.retried)} ids retried after no answer")
+        assert not ledger.lost, ledger.summary()
+        assert not ledger.unexpected, ledger.summary()
+        unanswered_twice = set(ledger.duplicated) - driver.retried
+        assert not unanswered_twice, f"answered batches landed twice: {sorted(unanswered_twice)[:5]}"
+        assert all(ledger.times(one) <= 2 for one in ledger.duplicated), ledger.summary()
+
+
+def test_drift_detector_sigkill_mid_window_keeps_its_window_and_joins(
+    pipeline: Pipeline, drift: ServiceProcess, chaos_ledger: Callable[..., Ledger], serde: AvroSerde
+) -> None:
+    """After the restart the window holds every prediction once, and labels join predictions from before.
+
+    Needs the drift detector's durable state (windows and pending joins snapshotted with its
+    offsets); without it the restart forgets the first part and replays what was not committed.
+    """
+    pipeline.running()
+    if not drift.alive():
+        drift.restart()
+    drift.wait_for("/ready", timeout_s=180)
+    settings, ledger = pipeline.settings, chaos_ledger()
+    prefix = f"chaos-drift-{uuid.uuid4().hex[:6]}"
+    start = positions(settings, pipeline.topics.completed)
+
+    def written_since_start() -> int:
+        # Every prediction on the topic counts: the predictor also scores others' catalogue traffic.
+        return len(committed_ids(settings, start, lambda msg: "x"))
+
+    rows_before, labels_before = drift_totals(drift)
+    driver = start_traffic(pipeline, ledger, prefix)
+    drift.wait(
+        "the drift detector to see the first part",
+        lambda: drift_totals(drift)[0] >= rows_before + int(TRANSACTIONS * KILL_AT),
+        240,
+    )
+    driver.go()
+    kill_and_restart(drift, ledger, "drift-detector")
+    driver.finish()
+    settle(settings, ledger, start, prefix)
+
+    # Labels after the restart, for predictions made before and after it.
+    producer = EventProducer(settings, "chaos-labels", serde)
+    try:
+        for txn, is_fraud in driver.labels.items():
+            event = make_event(
+                "ingest", feedback_label(txn, is_fraud, "chargeback" if is_fraud else "no_dispute")
+            )
+            producer.produce(pipeline.topics.feedback, event, key=txn, schema_topic=Topic.PREDICTION_FEEDBACK)
+        assert producer.flush(60) == 0
+    finally:
+        producer.close()
+
+    expected_rows = rows_before + written_since_start()
+    expected_joined = labels_before["joined"] + len(driver.labels)
+    drift.wait(
+        lambda: f"window rows {expected_rows}, {expected_joined} joined labels: {drift_totals(drift)}",
+        lambda: (
+            drift_totals(drift)[0] >= expected_rows and drift_totals(drift)[1]["joined"] >= expected_joined
+        ),
+        240,
+    )
+    rows, labels = drift_totals(drift)
+    ledger.note(
+        f"window rows {rows} (expected {expected_rows}), "
+        f"joined {labels['joined']} (expected {expected_joined})"
+    )
+    assert rows == expected_rows, "the window counted a prediction twice"
+    assert labels["joined"] == expected_joined, labels
+    assert labels["duplicate_predictions"] == labels_before["duplicate_predictions"], labels
+    ledger.assert_exactly_once()
