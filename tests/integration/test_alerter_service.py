@@ -9,7 +9,9 @@ bounds that follow from the configured backoff.
 
 from __future__ import annotations
 
+import json
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import Consumer
 
 from mlops_platform.auth import Role
 from mlops_platform.contracts import Topic, make_event
@@ -91,6 +94,8 @@ def start_alerter(
 ) -> Callable[..., Alerter]:
     # The launcher is set up after the sinks, so it stops the alerters before the sinks go.
     group = f"test-alerter-{uuid.uuid4().hex[:10]}"
+    # Its own delivery journal (created by the alerter), shared by its restarts like the group.
+    journal = f"alerter-deliveries.test-{uuid.uuid4().hex[:10]}"
 
     def start(routes: str = ROUTES, channels: dict[str, str] | None = None, **env: str) -> Alerter:
         routes_file = tmp_path / "routes.yaml"
@@ -98,6 +103,7 @@ def start_alerter(
         full_env = {
             "ALERTER_ALERTS_TOPIC": alerts_topic,
             "ALERTER_GROUP_ID": group,
+            "ALERTER_JOURNAL_TOPIC": journal,
             "ALERTER_ROUTES_FILE": str(routes_file),
             "ALERTER_ESCALATION_INTERVAL_S": "0.2",
             "ALERTER_DELIVERY_BACKOFF_BASE_S": "0.3",
@@ -157,6 +163,15 @@ def bodies(sinks: AlertSinks, path: str, alert_id: str, kind: str | None = None)
         and r.body.get("alert_id") == alert_id
         and (kind is None or r.body.get("kind") == kind)
     ]
+
+
+def by_delivery_id(sinks: AlertSinks, path: str) -> dict[str, list[int]]:
+    """Requests that reached ``path`` grouped by their ``X-Delivery-Id`` header: the statuses."""
+    seen: dict[str, list[int]] = {}
+    for r in sinks.requests(path):
+        headers = {k.lower(): v for k, v in r.headers.items()}
+        seen.setdefault(headers.get("x-delivery-id", "?"), []).append(r.status)
+    return seen
 
 
 def slack_texts(sinks: AlertSinks) -> list[str]:
@@ -419,3 +434,73 @@ def test_restart_restores_state_without_resending(
     r1 = second.alert("R1")
     assert r1 is not None and (r1["occurrences"], r1["duplicates"]) == (2, 1)
     assert len(sinks.requests()) + len(sinks.mails()) == sent_before + 1  # only R3 went out
+
+
+def test_sigkill_mid_delivery_resumes_it_and_never_resends_a_confirmed_one(
+    start_alerter: Callable[..., Alerter],
+    publish: Callable[..., dict[str, Any]],
+    sinks: AlertSinks,
+    consumer_factory: Callable[..., Consumer],
+) -> None:
+    routes = "defaults: {cooldown: 10m}\nroutes:\n  - name: all\n    channels: [webhook]\n"
+    first = start_alerter(routes, channels={"ALERTER_WEBHOOK_URL": sinks.webhook_url})
+    journal_topic = first.service.env["ALERTER_JOURNAL_TOPIC"]
+    confirmed_id, inflight_id = "J1/webhook/notify-1", "J2/webhook/notify-1"
+
+    publish("Disk almost full", key="disk", alert_id="J1", severity="HIGH")
+    wait(lambda: by_delivery_id(sinks, "/webhook").get(confirmed_id) == [200], "the first delivery", first)
+    # Confirmed means: its done record is in the journal (written right after the 200).
+    reader = JournalReader(consumer_factory(journal_topic))
+    done = reader.until(lambda states: states.get(confirmed_id) == "done")
+    assert done.get(confirmed_id) == "done", done
+
+    sinks.hold("/webhook")  # the receiver hangs: the next delivery never gets its answer
+    publish("Queue backing up", key="queue", alert_id="J2", severity="HIGH")
+    wait(lambda: by_delivery_id(sinks, "/webhook").get(inflight_id) == [0], "the held delivery", first)
+    first.service.kill()  # SIGKILL mid-delivery: no done record, no graceful drain
+    sinks.release("/webhook")
+    pending = reader.until(lambda states: inflight_id in states)
+    assert pending.get(inflight_id) == "pending", pending
+
+    first.service.restart()
+    first.service.wait_for("/ready", timeout_s=90)
+    wait(lambda: 200 in by_delivery_id(sinks, "/webhook").get(inflight_id, []), "the resumed delivery", first)
+    assert first.metric("alerter_deliveries_resumed_total", channel="webhook") == 1
+    wait(lambda: first.metric("alerter_journal_pending") == 0, "an empty journal backlog", first)
+    j2 = first.alert("J2")
+    assert j2 is not None and [d["state"] for d in j2["deliveries"]] == ["delivered"]
+    final = reader.until(lambda states: states.get(inflight_id) == "done")
+    assert final.get(inflight_id) == "done", final
+
+    # Give a wrong resend every chance to show, then count by delivery id at the receiver.
+    publish("Something new", key="new", alert_id="J3", severity="HIGH")
+    wait(lambda: by_delivery_id(sinks, "/webhook").get("J3/webhook/notify-1") == [200], "a new alert", first)
+    seen = by_delivery_id(sinks, "/webhook")
+    assert seen[confirmed_id] == [200]  # confirmed before the kill: never sent again
+    assert seen[inflight_id] == [0, 200]  # interrupted, then completed once, with the same key
+    keys = {
+        r.headers.get("Idempotency-Key") for r in sinks.requests("/webhook") if r.body.get("alert_id") == "J2"
+    }
+    assert keys == {inflight_id}
+    assert set(seen) == {confirmed_id, inflight_id, "J3/webhook/notify-1"}
+
+
+class JournalReader:
+    """Follows the alerter's journal topic: the latest state per delivery id (tombstones remove)."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.states: dict[str, str] = {}
+
+    def until(self, done: Callable[[dict[str, str]], bool], timeout_s: float = 30) -> dict[str, str]:
+        """Read on until ``done(states)`` holds or the deadline passes; returns the states."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not done(self.states):
+            for msg in consume(self.consumer, 100, timeout_s=1):
+                key = (msg.key() or b"").decode()
+                value = msg.value()
+                if value is None:
+                    self.states.pop(key, None)
+                else:
+                    self.states[key] = json.loads(value)["state"]
+        return self.states

@@ -14,7 +14,8 @@ alerter at them with::
 
 ``make run`` starts it that way; the alerter's integration tests and the closed-loop test
 use :class:`AlertSinks` in-process, including :meth:`AlertSinks.fail` to make a path answer
-HTTP 500 and exercise the alerter's retries.
+HTTP 500 and exercise the alerter's retries, and :meth:`AlertSinks.hold` to leave requests
+unanswered (a receiver hanging while the alerter is killed mid-delivery).
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.support.processes import free_port
 
+# A held request is answered after this long at the latest, so no handler thread hangs forever.
+HOLD_LIMIT_S = 300.0
+
 
 @dataclass(frozen=True)
 class Received:
-    """One HTTP request that reached a sink."""
+    """One HTTP request that reached a sink (``status`` 0: held, not answered when recorded)."""
 
     path: str
     body: Any
@@ -78,6 +82,7 @@ class AlertSinks:
         self._requests: list[Received] = []
         self._mails: list[Mail] = []
         self._failures: dict[str, int | None] = {}
+        self._holds: dict[str, threading.Event] = {}
         self._http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
         self._smtp: Controller | None = None
@@ -96,6 +101,8 @@ class AlertSinks:
         return self
 
     def stop(self) -> None:
+        for path in list(self._holds):
+            self.release(path)
         if self._smtp is not None:
             self._smtp.stop()
             self._smtp = None
@@ -147,6 +154,22 @@ class AlertSinks:
     def heal(self, path: str) -> None:
         with self._lock:
             self._failures.pop(path, None)
+
+    def hold(self, path: str) -> None:
+        """Leave requests to ``path`` unanswered until :meth:`release` (recorded with status 0)."""
+        with self._lock:
+            self._holds.setdefault(path, threading.Event())
+
+    def release(self, path: str) -> None:
+        """Answer the held requests of ``path`` (200) and stop holding new ones."""
+        with self._lock:
+            gate = self._holds.pop(path, None)
+        if gate is not None:
+            gate.set()
+
+    def _hold_for(self, path: str) -> threading.Event | None:
+        with self._lock:
+            return self._holds.get(path)
 
     def requests(self, path: str | None = None) -> list[Received]:
         with self._lock:
@@ -219,6 +242,15 @@ def _handler_for(sinks: AlertSinks) -> type[BaseHTTPRequestHandler]:
                 body: Any = json.loads(raw) if raw else None
             except ValueError:
                 body = raw.decode(errors="replace")
+            gate = sinks._hold_for(self.path)
+            if gate is not None:
+                sinks._record_request(Received(self.path, body, dict(self.headers.items()), 0))
+                gate.wait(HOLD_LIMIT_S)
+                try:
+                    self._reply(200, {"ok": True})
+                except OSError:
+                    pass  # the sender is gone (killed while we held its request)
+                return
             status = sinks._status_for(self.path)
             sinks._record_request(Received(self.path, body, dict(self.headers.items()), status))
             self._reply(status, {"ok": status < 400})

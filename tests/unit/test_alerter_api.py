@@ -65,10 +65,13 @@ AM_PAYLOAD: dict[str, Any] = {
 
 
 class RecordingService(AlerterService):
-    """The real service with Kafka publishing replaced: records events, fails on demand."""
+    """The real service with Kafka publishing replaced: records events, fails on demand.
+
+    No delivery journal either (it is a Kafka topic; see test_alerter_journal.py).
+    """
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, RULES)
+        super().__init__(settings.model_copy(update={"journal_enabled": False}), RULES)
         self.published: list[dict[str, Any]] = []
         self.fail_with: str | None = None
 

@@ -7,6 +7,7 @@ can; a 400 or a refused recipient cannot). Retrying is the dispatcher's job.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -17,7 +18,7 @@ import aiosmtplib
 import httpx
 
 from alerter.config import Settings
-from alerter.models import DeliveryKind, Notification, Severity
+from alerter.models import DeliveryKind, Notification, Severity, delivery_id
 
 # HTTP statuses worth retrying: the receiver is overloaded or briefly unavailable.
 RETRYABLE_HTTP = frozenset({408, 425, 429})
@@ -70,13 +71,25 @@ def slack_payload(n: Notification) -> dict[str, Any]:
     return {"text": f"{icon} {n.subject}", "blocks": blocks}
 
 
-def email_message(n: Notification, sender: str, recipients: list[str]) -> EmailMessage:
+def email_message(
+    n: Notification, sender: str, recipients: list[str], delivery: str | None = None
+) -> EmailMessage:
+    """The e-mail of a notification; ``delivery`` (the delivery id) makes its Message-ID stable.
+
+    A mail sent again after a crash then carries the same Message-ID, which mail systems
+    use to drop duplicates.
+    """
     message = EmailMessage()
     message["Subject"] = n.subject
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=False, usegmt=True)
-    message["Message-ID"] = make_msgid(domain="alerter")
+    if delivery:
+        digest = hashlib.sha256(delivery.encode()).hexdigest()[:32]
+        message["Message-ID"] = f"<{digest}@alerter>"
+        message["X-Delivery-Id"] = delivery
+    else:
+        message["Message-ID"] = make_msgid(domain="alerter")
     message["X-Alert-Id"] = n.alert_id
     message["X-Alert-Severity"] = n.severity.name
     message["X-Alert-Kind"] = n.kind.value
@@ -118,8 +131,14 @@ async def _post_json(
         raise DeliveryError(f"HTTP {response.status_code}: {response.text[:200]}", retryable=retryable)
 
 
+def idempotency_headers(notification: Notification, channel: str) -> dict[str, str]:
+    """The delivery id as ``Idempotency-Key`` and ``X-Delivery-Id``; a repeat after a crash has the same."""
+    key = delivery_id(notification, channel)
+    return {"Idempotency-Key": key, "X-Delivery-Id": key}
+
+
 class WebhookChannel:
-    """POSTs the notification as JSON (see :meth:`Notification.as_dict`)."""
+    """POSTs the notification as JSON (see :meth:`Notification.as_dict`) plus its ``delivery_id``."""
 
     name = "webhook"
 
@@ -127,7 +146,9 @@ class WebhookChannel:
         self.url, self.client, self.headers = url, client, dict(headers or {})
 
     async def send(self, notification: Notification) -> None:
-        await _post_json(self.client, self.url, notification.as_dict(), self.headers)
+        headers = {**self.headers, **idempotency_headers(notification, self.name)}
+        body = {**notification.as_dict(), "delivery_id": headers["X-Delivery-Id"]}
+        await _post_json(self.client, self.url, body, headers)
 
 
 class SlackChannel:
@@ -139,7 +160,9 @@ class SlackChannel:
         self.url, self.client = url, client
 
     async def send(self, notification: Notification) -> None:
-        await _post_json(self.client, self.url, slack_payload(notification))
+        await _post_json(
+            self.client, self.url, slack_payload(notification), idempotency_headers(notification, self.name)
+        )
 
 
 class EmailChannel:
@@ -165,7 +188,9 @@ class EmailChannel:
         self.start_tls, self.use_tls, self.timeout_s = start_tls, use_tls, timeout_s
 
     async def send(self, notification: Notification) -> None:
-        message = email_message(notification, self.sender, self.recipients)
+        message = email_message(
+            notification, self.sender, self.recipients, delivery_id(notification, self.name)
+        )
         try:
             await aiosmtplib.send(
                 message,

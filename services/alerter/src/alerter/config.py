@@ -68,6 +68,21 @@ class Settings(ServiceSettings):
         86_400.0, ge=0, description="On start, alerts of this period are replayed into state (0: none)."
     )
     restore_timeout_s: float = Field(60.0, gt=0)
+    journal_enabled: bool = Field(
+        True, description="Record deliveries on the journal topic before attempting them (see journal.py)."
+    )
+    journal_topic: str = Field(
+        "alerter-deliveries",
+        description="Compacted delivery journal; must start with the catalogue's internal prefix alerter-.",
+    )
+    journal_retention_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="Finished journal entries are kept (never sent again) this long, then tombstoned.",
+    )
+    journal_compact_interval_s: float = Field(
+        300.0, gt=0, description="How often old entries are tombstoned."
+    )
     alertmanager_direct_fallback: bool = Field(
         True, description="Route Alertmanager alerts in-process when Kafka refuses them."
     )

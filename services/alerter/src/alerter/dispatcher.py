@@ -27,6 +27,7 @@ from mlops_platform.logs import get_logger
 log = get_logger(__name__)
 
 UpdateCallback = Callable[..., None]  # (job, *, state, attempts, error) -> None
+ReleaseCallback = Callable[[DeliveryJob], None]
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Dispatcher:
         channels: Mapping[str, Channel],
         *,
         on_update: UpdateCallback | None = None,
+        on_finish: UpdateCallback | None = None,
+        on_release: ReleaseCallback | None = None,
         workers: int = 8,
         max_attempts: int = 5,
         backoff_base_s: float = 1.0,
@@ -54,6 +57,10 @@ class Dispatcher:
     ) -> None:
         self.channels = dict(channels)
         self.on_update = on_update
+        # The delivery journal: told of final outcomes (on_finish) and of deliveries left
+        # unfinished at shutdown (on_release), which stay pending for the next start.
+        self.on_finish = on_finish
+        self.on_release = on_release
         self.workers = workers
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
@@ -102,7 +109,7 @@ class Dispatcher:
             pending = self._pending[key]
             if pending.timer is not None:
                 pending.timer.cancel()
-            self._give_up(key, "abandoned at shutdown")
+            self._give_up(key, "abandoned at shutdown", final=False)
         self._loop = None
 
     @property
@@ -121,6 +128,7 @@ class Dispatcher:
             for job in batch:
                 self._report(job, state="failed", attempts=0, error="alerter is shutting down")
                 metrics.DELIVERY_FAILURES.labels(job.channel).inc()
+                self._release(job)
             return
         if threading.get_ident() == self._loop_thread:
             self._enqueue(batch)
@@ -134,6 +142,7 @@ class Dispatcher:
                 log.error("delivery_queue_full", channel=job.channel, alert_id=job.alert_id)
                 self._report(job, state="failed", attempts=0, error="delivery queue full")
                 metrics.DELIVERY_FAILURES.labels(job.channel).inc()
+                self._finished(job, state="failed", attempts=0, error="delivery queue full")
                 continue
             key = next(self._ids)
             self._pending[key] = _Pending(job=job, queued_at=time.monotonic())
@@ -187,6 +196,7 @@ class Dispatcher:
             attempts=pending.attempts,
         )
         self._report(job, state="delivered", attempts=pending.attempts, error=None)
+        self._finished(job, state="delivered", attempts=pending.attempts, error=None)
         self._finish(key)
 
     def _retry_or_give_up(self, key: int, error: str, retryable: bool) -> None:
@@ -198,7 +208,7 @@ class Dispatcher:
             return
         delay = self.backoff_s(pending.attempts)
         if self._closing and self._deadline is not None and self._loop.time() + delay > self._deadline:
-            self._give_up(key, f"{error} (no time left to retry before shutdown)")
+            self._give_up(key, f"{error} (no time left to retry before shutdown)", final=False)
             return
         metrics.DELIVERY_RETRIES.labels(job.channel).inc()
         log.warning(
@@ -216,7 +226,8 @@ class Dispatcher:
         if key in self._pending and self._queue is not None:
             self._queue.put_nowait(key)
 
-    def _give_up(self, key: int, error: str) -> None:
+    def _give_up(self, key: int, error: str, *, final: bool = True) -> None:
+        """Stop trying; ``final=False`` (shutdown) leaves it to the journal's next start."""
         pending = self._pending.get(key)
         if pending is None:
             return
@@ -230,7 +241,27 @@ class Dispatcher:
             error=error,
         )
         self._report(job, state="failed", attempts=pending.attempts, error=error)
+        if final:
+            self._finished(job, state="failed", attempts=pending.attempts, error=error)
+        else:
+            self._release(job)
         self._finish(key)
+
+    def _finished(self, job: DeliveryJob, *, state: str, attempts: int, error: str | None) -> None:
+        if self.on_finish is None:
+            return
+        try:
+            self.on_finish(job, state=state, attempts=attempts, error=error)
+        except Exception as exc:
+            log.warning("delivery_finish_hook_failed", error=repr(exc))
+
+    def _release(self, job: DeliveryJob) -> None:
+        if self.on_release is None:
+            return
+        try:
+            self.on_release(job)
+        except Exception as exc:
+            log.warning("delivery_release_hook_failed", error=repr(exc))
 
     def _finish(self, key: int) -> None:
         self._pending.pop(key, None)

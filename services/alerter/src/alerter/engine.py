@@ -33,6 +33,7 @@ from alerter.models import (
     DeliveryKind,
     Notification,
     Severity,
+    delivery_id,
 )
 from alerter.routing import EscalationPolicy, RoutingConfig
 from mlops_platform.logs import get_logger
@@ -87,6 +88,11 @@ class DeliveryJob:
     record_id: int
     channel: str
     notification: Notification
+
+    @property
+    def delivery_id(self) -> str:
+        """The journal key and the receivers' idempotency key (see :func:`~alerter.models.delivery_id`)."""
+        return delivery_id(self.notification, self.channel)
 
 
 @dataclass
@@ -430,6 +436,41 @@ class AlertEngine:
                 if state in ("delivered", "failed"):
                     record.finished_at = at or datetime.now(UTC)
                 return
+
+    def resumed_job(self, notification: Notification, channel: str) -> DeliveryJob:
+        """A delivery the journal says was started but never finished, tied to its history line.
+
+        After a restart the replay marked that line ``replayed``; it becomes ``pending``
+        again so ``GET /alerts/{id}`` shows the re-attempt. An alert no longer in the
+        history (evicted, or older than the replay window) still gets its delivery.
+        """
+        with self._lock:
+            incident = self._find(notification.alert_id)
+            record_id = 0
+            if incident is not None:
+                record = next(
+                    (
+                        r
+                        for r in reversed(incident.deliveries)
+                        if r.channel == channel
+                        and r.kind is notification.kind
+                        and r.escalation_level == notification.escalation_level
+                    ),
+                    None,
+                )
+                if record is None:
+                    record = DeliveryRecord(
+                        id=next(self._record_ids),
+                        channel=channel,
+                        kind=notification.kind,
+                        escalation_level=notification.escalation_level,
+                        state="pending",
+                        queued_at=datetime.now(UTC),
+                    )
+                    incident.deliveries.append(record)
+                record.state, record.error, record.finished_at = "pending", None, None
+                record_id = record.id
+            return DeliveryJob(notification.alert_id, record_id, channel, notification)
 
     # ------------------------------------------------------------------ queries
 

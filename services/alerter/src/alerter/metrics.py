@@ -57,6 +57,19 @@ OPEN_ALERTS = Gauge("alerter_open_alerts", "Alerts firing (acknowledged or not),
 PENDING_DELIVERIES = Gauge(
     "alerter_pending_deliveries", "Deliveries queued, in flight or waiting for a retry"
 )
+JOURNAL_PENDING = Gauge(
+    "alerter_journal_pending",
+    "Deliveries recorded as pending in the delivery journal and not finished yet (resumed ones included)",
+)
+DELIVERIES_RESUMED = Counter(
+    "alerter_deliveries_resumed_total",
+    "Deliveries found pending in the journal at start (interrupted by a crash or a stop) and attempted again",
+    ["channel"],
+)
+JOURNAL_WRITE_FAILURES = Counter(
+    "alerter_journal_write_failures_total",
+    "Journal records Kafka did not acknowledge (the delivery was attempted anyway)",
+)
 CHANNEL_ENABLED = Gauge("alerter_channel_enabled", "1 when the channel is configured", ["channel"])
 # From the moment a notification is queued to its successful delivery, retries included:
 # sub-second when the endpoint answers, up to minutes while backing off, hence the range.

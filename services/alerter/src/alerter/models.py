@@ -163,6 +163,19 @@ class Notification:
     related_event_id: str | None = None
 
     @property
+    def attempt_kind(self) -> str:
+        """Which notification of the alert this is; part of the delivery id.
+
+        Deterministic: replaying the alerts topic after a restart rebuilds the same
+        occurrences and escalation levels, so a record processed again gets the same id.
+        """
+        if self.kind is DeliveryKind.ESCALATION:
+            return f"escalation-{self.escalation_level}"
+        if self.kind is DeliveryKind.RESOLVED:
+            return "resolved"
+        return f"{self.kind.value}-{self.occurrences}"
+
+    @property
     def subject(self) -> str:
         """One line: used as e-mail subject and chat fallback text."""
         prefix = {
@@ -193,3 +206,34 @@ class Notification:
             "correlation_id": self.correlation_id,
             "related_event_id": self.related_event_id,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Notification:
+        """The inverse of :meth:`as_dict` (the delivery journal stores notifications that way)."""
+        return cls(
+            alert_id=str(data["alert_id"]),
+            kind=DeliveryKind(data["kind"]),
+            severity=Severity[str(data["severity"])],
+            status=str(data["status"]),
+            title=str(data.get("title") or ""),
+            message=str(data.get("message") or ""),
+            dedup_key=str(data["dedup_key"]),
+            source=str(data.get("source") or ""),
+            labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
+            opened_at=datetime.fromisoformat(str(data["opened_at"])),
+            occurrences=int(data.get("occurrences") or 1),
+            escalation_level=int(data.get("escalation_level") or 0),
+            url=_opt_str(data.get("url")),
+            event_id=_opt_str(data.get("event_id")),
+            correlation_id=_opt_str(data.get("correlation_id")),
+            related_event_id=_opt_str(data.get("related_event_id")),
+        )
+
+
+def delivery_id(notification: Notification, channel: str) -> str:
+    """Identity of one notification to one channel: alert id, channel and attempt kind.
+
+    The journal is keyed by it and receivers get it as an idempotency key, so a delivery
+    re-attempted after a crash can be recognised as the same one.
+    """
+    return f"{notification.alert_id}/{channel}/{notification.attempt_kind}"

@@ -25,7 +25,8 @@ from alerter.alertmanager import AlertmanagerWebhook, to_alert_payloads
 from alerter.channels import ChannelStatus, build_channels, channel_status
 from alerter.config import Settings
 from alerter.dispatcher import Dispatcher
-from alerter.engine import AlertEngine
+from alerter.engine import AlertEngine, DeliveryJob
+from alerter.journal import DeliveryJournal, JournalUnavailable, KafkaJournalStore
 from alerter.models import ACK_BY_LABEL, ACK_INCIDENT_LABEL, AlertEvent, AlertStatus
 from alerter.restore import restore_state
 from alerter.routing import RoutingConfig
@@ -62,9 +63,23 @@ class AlerterService:
             history_max=settings.history_max,
             base_url=settings.base_url,
         )
+        self.journal_store: KafkaJournalStore | None = None
+        self.journal: DeliveryJournal | None = None
+        if settings.journal_enabled:
+            self.journal_store = KafkaJournalStore(
+                settings,
+                settings.journal_topic,
+                client_id=f"{settings.service_name}-journal-{settings.instance_id}",
+                # Read by assignment, never committed; named inside the group prefix the ACLs grant.
+                reader_group=f"{settings.consumer_group}-restore-journal-{settings.instance_id}",
+                read_timeout_s=settings.restore_timeout_s,
+            )
+            self.journal = DeliveryJournal(self.journal_store, retention_s=settings.journal_retention_s)
         self.dispatcher = Dispatcher(
             {},
             on_update=self.engine.delivery_update,
+            on_finish=self.journal.finish if self.journal else None,
+            on_release=self.journal.release if self.journal else None,
             workers=settings.delivery_workers,
             max_attempts=settings.delivery_max_attempts,
             backoff_base_s=settings.delivery_backoff_base_s,
@@ -100,11 +115,13 @@ class AlerterService:
                     await asyncio.gather(ticker, return_exceptions=True)
         finally:
             await self.dispatcher.stop(self.settings.shutdown_timeout_s)
+            if self.journal is not None:
+                await asyncio.to_thread(self.journal.close, self.settings.shutdown_timeout_s)
             await http.aclose()
             log.info("alerter_stopped", **self.engine.stats())
 
     def restore(self) -> None:
-        """Runs before the consumer loop starts (see :mod:`alerter.restore`)."""
+        """Runs before the consumer loop starts: alert state (:mod:`alerter.restore`), then the journal."""
         result = restore_state(
             self.engine,
             settings=self.settings,
@@ -115,7 +132,65 @@ class AlerterService:
             lookback_s=self.settings.restore_lookback_s,
             timeout_s=self.settings.restore_timeout_s,
         )
-        self.dispatcher.submit(result.announced)
+        self.resume_deliveries()
+        self.send(result.announced)
+
+    def resume_deliveries(self) -> int:
+        """Attempt again what the journal says was started and never finished; returns how many.
+
+        Runs after the alert state is replayed, so a resumed delivery updates its line in
+        the alert's history. A journal that cannot be created or read is logged, not fatal:
+        alerting goes on without it (deliveries in flight at a crash are then lost).
+        """
+        if self.journal is None or self.journal_store is None:
+            return 0
+        try:
+            self.journal_store.ensure_topic()
+            loaded = self.journal.load()
+        except JournalUnavailable as exc:
+            # Unusable (e.g. no ACL for the topic): run without it rather than make every
+            # batch wait for acknowledgements that cannot come.
+            log.error("journal_unusable_running_without", topic=self.settings.journal_topic, error=str(exc))
+            metrics.JOURNAL_WRITE_FAILURES.inc()
+            self.journal = None
+            self.dispatcher.on_finish = self.dispatcher.on_release = None
+            return 0
+        jobs: list[DeliveryJob] = []
+        for entry in loaded.resume:
+            try:
+                notification, channel = entry.job()
+            except (KeyError, ValueError) as exc:
+                log.warning("journal_entry_unusable", delivery_id=entry.delivery_id, error=str(exc))
+                continue
+            metrics.DELIVERIES_RESUMED.labels(channel).inc()
+            log.info("delivery_resumed", delivery_id=entry.delivery_id, recorded_at=entry.at)
+            jobs.append(self.engine.resumed_job(notification, channel))
+        log.info(
+            "journal_loaded",
+            topic=self.settings.journal_topic,
+            read=loaded.read,
+            skipped=loaded.skipped,
+            resumed=len(jobs),
+            finished=loaded.finished,
+            expired=loaded.expired,
+        )
+        self.dispatcher.submit(jobs)
+        return len(jobs)
+
+    def send(self, jobs: list[DeliveryJob]) -> None:
+        """Journal ``jobs`` as pending (acknowledged by Kafka), then hand them to the dispatcher.
+
+        Blocking: call it from a thread, not the event loop. Deliveries the journal already
+        confirms are shown as delivered and not sent again.
+        """
+        if not jobs:
+            return
+        if self.journal is not None:
+            jobs, confirmed = self.journal.begin(jobs)
+            for job, entry in confirmed:
+                state = "delivered" if entry.state.value == "done" else "failed"
+                self.engine.delivery_update(job, state=state, attempts=entry.attempts, error=entry.error)
+        self.dispatcher.submit(jobs)
 
     def _report_channels(self) -> None:
         for name, status in self.channel_status.items():
@@ -129,10 +204,20 @@ class AlerterService:
             log.warning("routes_name_disabled_channels", channels=sorted(unused), routing=self.routing.source)
 
     async def _escalate_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        compacted_at = loop.time()
         while True:
             await asyncio.sleep(self.settings.escalation_interval_s)
             try:
-                self.dispatcher.submit(self.engine.due_escalations())
+                jobs = self.engine.due_escalations()
+                if jobs:
+                    await asyncio.to_thread(self.send, jobs)
+                if (
+                    self.journal is not None
+                    and loop.time() - compacted_at >= self.settings.journal_compact_interval_s
+                ):
+                    compacted_at = loop.time()
+                    await asyncio.to_thread(self.journal.compact)
             except Exception as exc:  # keep ticking whatever happened
                 log.error("escalation_tick_failed", error=repr(exc))
 
@@ -141,13 +226,17 @@ class AlerterService:
     def handle_records(self, records: list[Record], _outbox: Outbox) -> None:
         """Stream-loop handler: decide in memory, hand deliveries to the dispatcher, return.
 
-        It emits nothing: people are told by the dispatcher, not through Kafka.
+        It emits nothing on the stream: people are told by the dispatcher, not through Kafka
+        (only the delivery journal is written, and waited for).
         """
+        jobs: list[DeliveryJob] = []
         for record in records:
             with bind_event(record.envelope):
                 alert = AlertEvent.from_value(record.value, timestamp_ms=record.timestamp_ms)
-                jobs = self.engine.process(alert)
-            self.dispatcher.submit(jobs)
+                jobs.extend(self.engine.process(alert))
+        # Journaled before the handler returns, so before the offsets are committed: a crash
+        # from here on either processes the records again or finds the deliveries pending.
+        self.send(jobs)
 
     async def receive_alertmanager(self, webhook: AlertmanagerWebhook) -> AlertmanagerOutcome:
         """Put Alertmanager's alerts on the alerts topic, so they take the same path as every alert.
@@ -171,7 +260,7 @@ class AlerterService:
                 continue
             routed += 1
             metrics.ALERTMANAGER_ALERTS.labels("direct").inc()
-            self.dispatcher.submit(self.engine.process(AlertEvent.from_value(event)))
+            await run_in_threadpool(self.send, self.engine.process(AlertEvent.from_value(event)))
         return AlertmanagerOutcome(
             received=len(events),
             published=published,
@@ -248,6 +337,7 @@ class AlerterService:
             "consumer_lag": str(self.runtime.lag()),
             "open_alerts": str(stats["open"]),
             "pending_deliveries": str(self.dispatcher.pending),
+            "journal_pending": str(self.journal.pending if self.journal else 0),
         }
 
     def channels_view(self) -> Mapping[str, dict[str, Any]]:
