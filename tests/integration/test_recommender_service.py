@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,11 +22,12 @@ from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from mlops_platform.contracts import Topic, dlq_topic, make_event
-from mlops_platform.kafka import EventProducer, create_topic
+from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
 from recsys_data import load_catalogue
 from tests.support.processes import ServiceLauncher, ServiceProcess
+from tests.support.recommender import create_topics, delete_run, new_run, recommender_env
 from tests.support.topics import consume, consumer_at_end, read_to_end
 
 pytestmark = pytest.mark.integration
@@ -60,38 +60,6 @@ class Stack:
         assert self.producer.flush() == 0
 
 
-def _service_env(app_id: str, topics: dict[str, str], data_dir: Path) -> dict[str, str]:
-    return {
-        "RECOMMENDER_APP_ID": app_id,
-        "RECOMMENDER_INSTANCE_ID": f"{app_id}-instance",
-        "RECOMMENDER_INTERACTION_TOPIC": topics[Topic.BUSINESS_USER_INTERACTION],
-        "RECOMMENDER_CLICK_TOPIC": topics[Topic.BUSINESS_RECOMMENDATION_CLICKED],
-        "RECOMMENDER_FEEDBACK_TOPIC": topics[Topic.BUSINESS_FEEDBACK_RECEIVED],
-        "RECOMMENDER_UPDATED_TOPIC": topics[Topic.RECOMMENDATIONS_UPDATED],
-        "RECOMMENDER_PUSH_TOPIC": topics[Topic.PUSH_RECOMMENDATIONS],
-        "RECOMMENDER_COMMIT_INTERVAL_S": "0.5",
-        "RECOMMENDER_METRICS_INTERVAL_S": "1",
-        "STACK_DIR": str(data_dir),
-    }
-
-
-def _cleanup(settings: PlatformSettings, group: str, prefixes: list[str]) -> None:
-    """Delete the run's consumer group and topics (best effort)."""
-    admin = AdminClient(settings.admin_config())
-    for future in admin.delete_consumer_groups([group]).values():
-        try:
-            future.result()
-        except Exception as exc:  # cleanup only
-            print(f"could not delete the test consumer group: {exc}")
-    names = [t for t in admin.list_topics(timeout=10).topics if any(t.startswith(p) for p in prefixes)]
-    if names:
-        for future in admin.delete_topics(names, operation_timeout=30).values():
-            try:
-                future.result()
-            except Exception as exc:  # cleanup only
-                print(f"could not delete a test topic: {exc}")
-
-
 @pytest.fixture(scope="module")
 def stack(
     platform_settings: PlatformSettings,
@@ -100,20 +68,8 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
     service_launcher: ServiceLauncher,
 ) -> Iterator[Stack]:
-    run = uuid.uuid4().hex[:10]
-    app_id = f"recommender-test-{run}"
-    topics = {
-        contract: f"test.{contract.value}.{run}"
-        for contract in (
-            Topic.BUSINESS_USER_INTERACTION,
-            Topic.BUSINESS_RECOMMENDATION_CLICKED,
-            Topic.BUSINESS_FEEDBACK_RECEIVED,
-            Topic.RECOMMENDATIONS_UPDATED,
-            Topic.PUSH_RECOMMENDATIONS,
-        )
-    }
-    for name in topics.values():
-        create_topic(platform_settings, name, partitions=3)
+    app_id, topics = new_run()
+    create_topics(platform_settings, topics)
     data_dir = tmp_path_factory.mktemp("recommender")
     producer = EventProducer(platform_settings, "recommender-test", serde)
     service: ServiceProcess | None = None
@@ -121,7 +77,7 @@ def stack(
         service = service_launcher.start(
             "recommender",
             "RECOMMENDER_",
-            _service_env(app_id, topics, data_dir),
+            recommender_env(app_id, topics, data_dir),
             timeout_s=SERVICE_START_TIMEOUT_S,
             stop_timeout_s=SERVICE_STOP_TIMEOUT_S,
         )
@@ -130,7 +86,7 @@ def stack(
         if service is not None:
             service.stop(strict=True)
         producer.close()
-        _cleanup(platform_settings, app_id, [app_id, *topics.values()])
+        delete_run(platform_settings, app_id, [app_id, *topics.values()])
 
 
 def _poll_http(

@@ -3,13 +3,18 @@
 Every handler is ``async`` on purpose: the tables are mutated by the stream agents on the
 event loop, so reading them on the loop too (never from a worker thread) always sees a
 consistent state.
+
+The per-user routes (``/recommendations/{user_id}``, ``/users/{user_id}/profile``) are
+answered by the instance that owns the user's partition: another instance forwards the
+request there (:mod:`recommender.routing`). ``/strategies`` and ``/items/{item_id}`` show
+the aggregates of the answering instance's own partitions.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from mlops_platform.auth import Role, require
@@ -17,6 +22,7 @@ from mlops_platform.http import invalid_query
 from mlops_platform.logs import get_logger
 from recommender.engine import RecList, Recommender
 from recommender.metrics import recommender_metrics
+from recommender.routing import SERVED_BY_HEADER, answer_here_or_forward
 from recsys_data import CATEGORIES, GENRES
 
 log = get_logger(__name__)
@@ -105,17 +111,41 @@ class ItemPublic(BaseModel):
 # Every route reads: a viewer key (or any role) is needed.
 router = APIRouter(tags=["recommendations"], dependencies=[Depends(require(Role.VIEWER))])
 
+# What a per-user route may answer besides its model (documented for clients and the fuzzing).
+ROUTED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            SERVED_BY_HEADER: {
+                "description": "Base URL of the instance that owns the user's partition and answered",
+                "schema": {"type": "string"},
+            }
+        }
+    },
+    503: {
+        "description": "No instance can answer for this user right now: a rebalance is in progress "
+        "(partitions moving, tables restoring) or the owner of the user's partition is unreachable; "
+        "the detail says which. Retry after the Retry-After seconds."
+    },
+}
 
-@router.get("/recommendations/{user_id}", response_model=RecommendationsPublic)
+
+@router.get("/recommendations/{user_id}", response_model=RecommendationsPublic, responses=ROUTED_RESPONSES)
 async def get_recommendations(
     user_id: str,
     backend: BackendDep,
     request: Request,
+    response: Response,
     k: Annotated[int | None, Query(ge=1, description="How many items (default from settings)")] = None,
     genre: Annotated[str | None, Query(description="Only items of this genre")] = None,
     category: Annotated[str | None, Query(description="Only items of this category")] = None,
-) -> RecommendationsPublic:
-    """The user's current top-k from the table; popular items in context for unknown users."""
+) -> RecommendationsPublic | Response:
+    """The user's current top-k from the table; popular items in context for unknown users.
+
+    Answered by the instance owning the user's partition (forwarded there from any other).
+    """
+    forwarded = await answer_here_or_forward(request, response, user_id)
+    if forwarded is not None:
+        return forwarded
     settings = request.app.state.settings
     size = min(k or settings.default_k, settings.max_k)
     if genre is not None and genre not in GENRES:
@@ -157,9 +187,17 @@ async def get_recommendations(
     )
 
 
-@router.get("/users/{user_id}/profile", response_model=ProfilePublic)
-async def get_profile(user_id: str, backend: BackendDep) -> ProfilePublic:
-    """The user's genre profile (weights in 0..1), counters, boosts and recent activity."""
+@router.get("/users/{user_id}/profile", response_model=ProfilePublic, responses=ROUTED_RESPONSES)
+async def get_profile(
+    user_id: str, backend: BackendDep, request: Request, response: Response
+) -> ProfilePublic | Response:
+    """The user's genre profile (weights in 0..1), counters, boosts and recent activity.
+
+    Answered by the instance owning the user's partition (forwarded there from any other).
+    """
+    forwarded = await answer_here_or_forward(request, response, user_id)
+    if forwarded is not None:
+        return forwarded
     profile = backend.engine.profile(user_id)
     if profile is None:
         raise HTTPException(status_code=404, detail=f"no profile for user {user_id!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from pydantic import Field
@@ -21,6 +22,9 @@ def _default_data_dir() -> Path:
     return Path(os.environ.get("STACK_DIR", ".stack")) / "tmp" / "recommender"
 
 
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 (compared with, never bound)
+
+
 class Settings(ServiceSettings):
     """The recommender's settings; its topics are declared once, as bindings, in :meth:`bindings`."""
 
@@ -36,6 +40,17 @@ class Settings(ServiceSettings):
         "group (group_id, else the service name).",
     )
     data_dir: Path = Field(default_factory=_default_data_dir)
+    advertised_host: str | None = Field(
+        None,
+        description="Host the other instances of the group reach this one's HTTP API at (its canonical "
+        "URL, published with the partition assignment); default: the HTTP host, or the machine's "
+        "host name when the HTTP host is a wildcard (0.0.0.0, ::).",
+    )
+    forward_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="Timeout of a request forwarded to the instance that owns the user's partition.",
+    )
     partitions: int = Field(3, description="Partitions of the internal topics; equal to the source topics'.")
     replication_factor: int = 1
     auto_offset_reset: str = "earliest"
@@ -112,9 +127,27 @@ class Settings(ServiceSettings):
             produces=[self.updated, self.push, self.heartbeats, self.system_metrics],
         )
 
+    def data_path(self) -> Path:
+        """The Faust tables' local stores live here (its disk space is reported)."""
+        return self.data_dir
+
     @property
     def faust_datadir(self) -> Path:
         return self.data_dir / self.instance_id
+
+    @property
+    def canonical_url(self) -> str:
+        """This instance's HTTP base URL as the other members of the group reach it.
+
+        Faust's partition assignor publishes it with every member's assignment, so each
+        instance knows where the owner of any user's partition answers.
+        """
+        host = self.advertised_host or self.http_host
+        if not self.advertised_host and host in WILDCARD_HOSTS:
+            host = socket.gethostname()
+        if ":" in host:  # an IPv6 literal
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
 
     @property
     def broker_urls(self) -> list[str]:
@@ -127,10 +160,6 @@ class Settings(ServiceSettings):
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
             learning_rate=self.learning_rate,
-    def data_path(self) -> Path:
-        """The Faust tables' local stores live here (its disk space is reported)."""
-        return self.data_dir
-
             topk_size=max(self.topk_size, self.push_size),
             push_size=self.push_size,
             similar_users=self.similar_users,

@@ -31,6 +31,7 @@ class RecommenderMetrics:
     strategy_ctr: Gauge
     table_keys: Gauge
     registry_retries: Counter
+    requests_routed: Counter
 
 
 @lru_cache(maxsize=4)
@@ -95,6 +96,14 @@ def recommender_metrics(registry: CollectorRegistry = REGISTRY) -> RecommenderMe
         registry_retries=Counter(
             "recommender_registry_retries_total",
             "Serde calls retried because the schema registry was unavailable",
+            registry=registry,
+        ),
+        requests_routed=Counter(
+            "recommender_requests_routed_total",
+            "Per-user HTTP requests by where they were answered: local (this instance owns the "
+            "user's partition), forwarded (to the owner), unavailable (rebalance in progress, 503), "
+            "owner_unreachable (503)",
+            ["outcome"],
             registry=registry,
         ),
     )

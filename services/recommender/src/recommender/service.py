@@ -14,6 +14,11 @@ Faust app ``<app_id>`` (the consumer group, ``recommender`` by default):
   exactly one partition and its changelog; Faust rebuilds them from the changelog topics
   on start and after every rebalance;
 * a timer refreshes the gauges, the consumer lag and the heartbeat figures.
+
+Several instances may share the app id: Faust's assignor spreads the partitions over them
+and publishes each member's canonical URL (``Settings.canonical_url``, its own HTTP base
+URL) with the assignment, which :mod:`recommender.routing` reads to forward a per-user
+request to the instance owning the user's partition.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 import faust
+import httpx
 from fastapi import FastAPI
 from faust.contrib.asgi import faust_app_running
 from faust.types import EventT, StreamT, TopicT
@@ -39,6 +45,7 @@ from mlops_platform.service import ServiceRuntime
 from recommender.config import Settings
 from recommender.engine import Recommender, StateTables
 from recommender.metrics import recommender_metrics
+from recommender.routing import PartitionOwners, UserRouting
 from recommender.streams import RecommenderStreams, StreamTopics
 from recsys_data import Catalogue, load_catalogue
 
@@ -87,6 +94,9 @@ def build_faust_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset=settings.auto_offset_reset,
         broker_commit_interval=settings.commit_interval_s,
         broker_client_id=f"{settings.service_name}-{settings.instance_id}",
+        # Published by the partition assignor with this member's partitions: where the other
+        # instances forward requests for the users of those partitions.
+        canonical_url=settings.canonical_url,
         # The same principal as the service's confluent-kafka clients (shared settings).
         broker_credentials=faust_credentials(settings),
         producer_acks=-1,
@@ -144,6 +154,10 @@ class RecommenderService:
                 dead_letters=self._raw_topic(settings.dead_letter_topic),
             ),
         )
+        # Every per-user table shares the commands topic's partitioning: "topk" stands for all.
+        self.owners = PartitionOwners(
+            self.app, table="topk", partitions=settings.partitions, own_url=settings.canonical_url
+        )
         tables["item_stats"].on_recover(self._on_item_stats_recovered)
         self.app.agent(self.source_topic, name=f"{app_id}-ingest")(self._ingest_agent)
         self.app.agent(self.commands_topic, name=f"{app_id}-commands")(self._command_agent)
@@ -181,7 +195,17 @@ class RecommenderService:
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         """FastAPI lifespan: the platform runtime, then the Faust app; stopped in reverse order."""
-        async with self.runtime.lifespan(app), self.running():
+        async with (
+            self.runtime.lifespan(app),
+            self.running(),
+            httpx.AsyncClient(timeout=self.settings.forward_timeout_s) as client,
+        ):
+            app.state.routing = UserRouting(
+                self.owners,
+                client,
+                instance_id=self.settings.instance_id,
+                timeout_s=self.settings.forward_timeout_s,
+            )
             app.state.recommender = self.streams
             yield
 
