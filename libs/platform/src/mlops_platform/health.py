@@ -141,7 +141,11 @@ class Heartbeat:
                 "dependencies": {name: "ok" if r.ok else "down" for name, r in results.items()},
                 "version": self.version,
                 "uptime_s": time.monotonic() - self.started,
-                "details": self.details() if self.details else {},
+                # The interval is declared so a watcher can tell a late beat from a slow schedule.
+                "details": {
+                    "interval_s": str(self.settings.heartbeat_interval_s),
+                    **(self.details() if self.details else {}),
+                },
             },
         )
         # Heartbeats are best effort: produce without waiting, the poll thread delivers.

@@ -95,6 +95,19 @@ def get_services(responder: ResponderDep) -> dict[str, Any]:
     return {"heartbeat_timeout_s": responder.settings.heartbeat_timeout_s, "services": responder.services()}
 
 
+@router.get("/availability")
+def get_availability(responder: ResponderDep) -> dict[str, Any]:
+    """Availability per service and instance over the sliding period, measured from heartbeats.
+
+    The share of the expected heartbeat intervals in which a healthy heartbeat arrived
+    (``ratio`` is null for a service nothing was expected from yet).
+    """
+    return {
+        "period_s": responder.settings.availability_period_s,
+        "services": {str(row["service"]): row["availability"] for row in responder.services()},
+    }
+
+
 def _manual_response(record: Any) -> JSONResponse:
     code = 200 if record.status == Status.SUCCEEDED.value else 409
     return JSONResponse(record.public(), status_code=code)

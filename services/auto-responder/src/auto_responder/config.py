@@ -183,6 +183,11 @@ class Settings(ServiceSettings):
         45.0, gt=0, description="A watched service silent this long has failed its health check."
     )
     health_check_interval_s: float = Field(2.0, gt=0, description="How often silence is checked.")
+    availability_period_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Sliding period of the per-service availability (service_availability_ratio, /services).",
+    )
     health_condition_repeat_s: float = Field(
         600.0, gt=0, description="A condition that persists is raised again after this long."
     )

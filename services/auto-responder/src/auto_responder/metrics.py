@@ -53,3 +53,9 @@ SERVICE_UP = Gauge(
 SERVICE_INSTANCES = Gauge(
     "responder_service_live_instances", "Instances of each watched service beating in time", ["service"]
 )
+AVAILABILITY = Gauge(
+    "service_availability_ratio",
+    "Share of the expected heartbeat intervals of the availability period (RESPONDER_AVAILABILITY_PERIOD_S) "
+    "in which some instance of the service beat healthy",
+    ["service"],
+)

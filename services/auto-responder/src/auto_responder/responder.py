@@ -130,6 +130,7 @@ class Responder:
             now=clock(),
         )
         self.executors = executors or Executors(settings, serde, current_instances=self.live_instances)
+            availability_period_s=settings.availability_period_s,
         self._lock = threading.RLock()
         self._running: dict[str, _Running] = {}
         self._pools = {

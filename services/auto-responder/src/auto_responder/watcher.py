@@ -23,6 +23,11 @@ every beat:
 
 Heartbeats older than the timeout (e.g. replayed by a fresh consumer group) are ignored.
 The clock is explicit: :meth:`observe` and :meth:`check` take ``now``.
+
+It also measures **availability** per service and instance over a sliding period
+(:class:`Availability`): the share of the expected heartbeat intervals in which a
+healthy (``ok``) heartbeat arrived. :meth:`HeartbeatWatcher.check` exports it as the
+``service_availability_ratio`` gauge; the snapshot (``GET /services``) shows it.
 """
 
 from __future__ import annotations
@@ -32,10 +37,142 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from auto_responder import metrics
 from auto_responder.model import Condition, EventType, Severity
 from mlops_platform.contracts import Topic
 
 INFRA_DEPENDENCIES = frozenset({"kafka", "schema_registry", "mlflow"})
+
+#: A healthy beat covers its expected interval plus this share of it: a beat a little late
+#: (a slow check, a busy machine) is not an outage.
+INTERVAL_SLACK = 0.5
+
+
+@dataclass(frozen=True)
+class _Beat:
+    at: datetime
+    healthy: bool
+    interval_s: float
+
+
+def _merged_length(spans: list[tuple[float, float]]) -> float:
+    """Total length of the union of ``(start, end)`` spans."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
+
+
+class Availability:
+    """Availability per service and instance from heartbeats, over a sliding ``period_s``.
+
+    Each instance is expected to beat every ``interval_s`` (what the beat itself declares in
+    ``details.interval_s``, else ``default_interval_s``). A healthy beat at ``t`` covers
+    ``[t, t + interval x (1 + slack))``, cut short by the instance's next beat (a degraded
+    one ends the coverage at once). The availability of an instance is the covered share of
+    the period since its first beat; of a service, the share in which at least one of its
+    instances was covered, since the service was expected (watched from the start) or first
+    beat. Time before anything was expected does not count against it.
+    """
+
+    def __init__(self, period_s: float, default_interval_s: float, slack: float = INTERVAL_SLACK) -> None:
+        if period_s <= 0 or default_interval_s <= 0:
+            raise ValueError(f"period and interval must be positive, got {period_s}, {default_interval_s}")
+        self.period_s = period_s
+        self.default_interval_s = default_interval_s
+        self.slack = slack
+        self._beats: dict[str, dict[str, list[_Beat]]] = {}
+        self._expected_since: dict[str, datetime] = {}
+
+    def expect(self, service: str, since: datetime) -> None:
+        """``service`` should have been beating since ``since`` (silence from then on counts)."""
+        self._expected_since.setdefault(service, since)
+        self._beats.setdefault(service, {})
+
+    def observe(
+        self, service: str, instance: str, at: datetime, healthy: bool, interval_s: float | None = None
+    ) -> None:
+        """Record one beat (beats of an instance arrive in time order; older ones are dropped)."""
+        beats = self._beats.setdefault(service, {}).setdefault(instance, [])
+        if beats and at < beats[-1].at:
+            return
+        self._expected_since.setdefault(service, at)
+        interval = interval_s if interval_s and interval_s > 0 else self.default_interval_s
+        beats.append(_Beat(at, healthy, interval))
+
+    def prune(self, now: datetime) -> None:
+        """Forget beats that no longer reach into the period (and instances left with none)."""
+        horizon = now.timestamp() - self.period_s
+        for instances in self._beats.values():
+            for instance, beats in list(instances.items()):
+                keep = [b for b in beats if b.at.timestamp() + b.interval_s * (1 + self.slack) > horizon]
+                # The last beat stays while the period still covers the instance's life.
+                if not keep and beats and beats[-1].at.timestamp() > horizon - self.period_s:
+                    keep = beats[-1:]
+                if keep:
+                    instances[instance] = keep
+                else:
+                    del instances[instance]
+
+    def _covered(self, beats: list[_Beat], start: float, end: float) -> list[tuple[float, float]]:
+        spans = []
+        for beat, following in zip(beats, [*beats[1:], None], strict=True):
+            if not beat.healthy:
+                continue
+            begin = beat.at.timestamp()
+            until = begin + beat.interval_s * (1 + self.slack)
+            if following is not None:
+                until = min(until, following.at.timestamp())
+            begin, until = max(begin, start), min(until, end)
+            if until > begin:
+                spans.append((begin, until))
+        return spans
+
+    def _first_seen(self, service: str) -> dict[str, float]:
+        return {
+            instance: beats[0].at.timestamp()
+            for instance, beats in self._beats.get(service, {}).items()
+            if beats
+        }
+
+    def instance_ratio(self, service: str, instance: str, now: datetime) -> float | None:
+        """Availability of one instance over the period (None: never seen)."""
+        beats = self._beats.get(service, {}).get(instance)
+        if not beats:
+            return None
+        end = now.timestamp()
+        start = max(end - self.period_s, beats[0].at.timestamp())
+        if end <= start:
+            return 1.0 if beats[-1].healthy else 0.0
+        return _merged_length(self._covered(beats, start, end)) / (end - start)
+
+    def service_ratio(self, service: str, now: datetime) -> float | None:
+        """Availability of a service (some instance healthy) over the period (None: unknown)."""
+        expected = self._expected_since.get(service)
+        if expected is None:
+            return None
+        end = now.timestamp()
+        start = max(end - self.period_s, expected.timestamp())
+        instances = self._beats.get(service, {})
+        if end <= start:
+            return 1.0 if any(b and b[-1].healthy for b in instances.values()) else 0.0
+        spans = [span for beats in instances.values() for span in self._covered(beats, start, end)]
+        return _merged_length(spans) / (end - start)
+
+    def view(self, service: str, now: datetime) -> dict[str, Any]:
+        """The service's figures for the API: its ratio and each instance's."""
+        ratio = self.service_ratio(service, now)
+        return {
+            "period_s": self.period_s,
+            "ratio": None if ratio is None else round(ratio, 6),
+            "instances": {
+                instance: round(self.instance_ratio(service, instance, now) or 0.0, 6)
+                for instance in sorted(self._first_seen(service))
+            },
+        }
 
 
 @dataclass
@@ -64,6 +201,14 @@ class _Service:
         return max(beats) if beats else None
 
 
+def _interval(details: Mapping[str, Any]) -> float | None:
+    """The heartbeat interval an instance declares in its details (None when absent or bad)."""
+    try:
+        return float(details["interval_s"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _time(envelope: Mapping[str, Any], now: datetime) -> datetime:
     at = envelope.get("event_time")
     if not isinstance(at, datetime):
@@ -89,6 +234,8 @@ class HeartbeatWatcher:
         min_instances: int = 1,
         calm_lag: int = 0,
         calm_s: float = 300.0,
+        availability_period_s: float = 3600.0,
+        heartbeat_interval_s: float = 10.0,
     ) -> None:
         self.own_service = own_service
         self.timeout_s = timeout_s
@@ -100,10 +247,12 @@ class HeartbeatWatcher:
         self.calm_s = calm_s
         self.watched = set(watched) if watched is not None else None
         self.services: dict[str, _Service] = {}
+        self.availability = Availability(availability_period_s, heartbeat_interval_s)
         start = now or datetime.now(UTC)
         for name in sorted(self.watched or ()):
             # Expected services count as seen at start: silent from the start is an outage too.
             self.services[name] = _Service(name, registered_at=start)
+            self.availability.expect(name, start)
 
     def _watching(self, service: str) -> bool:
         if service == self.own_service or not service:
@@ -134,6 +283,7 @@ class HeartbeatWatcher:
             return []  # an older beat of this instance, delivered late
         service.instances[instance_id] = _Instance(at, status, lag)
         service.last_envelope = envelope
+        self.availability.observe(name, instance_id, at, status == "ok", _interval(details))
         conditions: list[Condition] = []
 
         if status != "ok":
@@ -152,8 +302,13 @@ class HeartbeatWatcher:
         return conditions
 
     def check(self, now: datetime) -> list[Condition]:
-        """Services that went silent (called periodically)."""
+        """Services that went silent (called periodically); refreshes the availability gauges."""
         conditions: list[Condition] = []
+        self.availability.prune(now)
+        for name in self.services:
+            ratio = self.availability.service_ratio(name, now)
+            if ratio is not None:
+                metrics.AVAILABILITY.labels(name).set(ratio)
         for service in self.services.values():
             last = service.last_beat() or service.registered_at
             if last is None:
@@ -188,6 +343,7 @@ class HeartbeatWatcher:
                     "silent_s": round((now - last).total_seconds(), 3) if last else None,
                     "failed": service.failed.name if service.failed else None,
                     "reason": service.failed_reason or None,
+                    "availability": self.availability.view(service.name, now),
                 }
             )
         return rows
