@@ -8,6 +8,8 @@
   (:class:`TransactionalPublisher`, :class:`AcknowledgedPublisher`);
 - :mod:`.dead_letters` — dead-letter routing and headers;
 - :mod:`.consumer` — decoded :class:`Record`, group consumer, :class:`StopSignal`;
+- :mod:`.state` — :class:`Stateful`, the snapshot/restore protocol of handlers whose state
+  an exactly-once :class:`StreamLoop` checkpoints to a compacted topic with its offsets;
 - :mod:`.admin` — cluster probes, topic creation, reading a topic range to its end.
 """
 
@@ -17,6 +19,7 @@ from .dead_letters import DeadLetters, dead_letter_headers, header_items
 from .loop import Guarantee, Handler, RetryableError, StreamLoop
 from .producer import Encoded, EventProducer, Headers, Outbox, Output, Target, encode_all, kafka_error
 from .publisher import AcknowledgedPublisher, FrontDoorPublisher, TransactionalPublisher
+from .state import StateError, Stateful, StateTopic, decode_chunks, encode_chunks, state_key
 
 __all__ = [
     "AcknowledgedPublisher",
@@ -31,6 +34,9 @@ __all__ = [
     "Outbox",
     "Output",
     "Record",
+    "StateError",
+    "StateTopic",
+    "Stateful",
     "RetryableError",
     "StopSignal",
     "StreamLoop",
@@ -38,12 +44,15 @@ __all__ = [
     "TransactionalPublisher",
     "consume_to_end",
     "create_topic",
+    "decode_chunks",
     "dead_letter_headers",
     "encode_all",
+    "encode_chunks",
     "ensure_topics",
     "header_items",
     "kafka_error",
     "kafka_reachable",
     "next_offsets",
     "offsets_since",
+    "state_key",
 ]

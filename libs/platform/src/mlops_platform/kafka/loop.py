@@ -16,6 +16,18 @@ outputs and confirms them before the input offsets move:
   second, and a flowing stream below capacity still commits every poll. Partitions about
   to be revoked commit the open transaction first.
 
+A **stateful** handler (its owner implements :class:`~mlops_platform.kafka.state.Stateful`,
+``state=...``, ``state_topic=...``; exactly-once only) has its state checkpointed with
+every transaction: the snapshot goes to a compacted state topic in the same transaction
+as the outputs and the input offsets, an abort restores the last committed snapshot
+(the handler absorbed records that are consumed again), and the loop restores its
+latest snapshot before it consumes. Snapshots cost more than offsets, so a stateful
+loop commits at most every ``state_interval_s`` (and on stop or revocation), not on
+every short poll. A failing batch cannot simply be re-run record by record there (the
+handler already absorbed the records before the failing one): the transaction is
+aborted, the state restored, and the batch's records are handled one at a time when
+they come again. See :mod:`mlops_platform.kafka.state`.
+
 A record that cannot be decoded, or that makes the handler raise, goes to the
 service's dead-letter topic with the reason in its headers: a failed batch is replayed
 one record at a time so only the records that really fail are dead-lettered.
@@ -51,6 +63,7 @@ from mlops_platform.settings import PlatformSettings
 from .consumer import GroupConsumer, Record, StopSignal, next_offsets
 from .dead_letters import DeadLetters
 from .producer import EventProducer, Outbox, kafka_error
+from .state import Stateful, StateTopic, state_key
 
 log = get_logger(__name__)
 
@@ -77,6 +90,17 @@ _TRANSIENT = (RetryableError, SchemaRegistryUnavailable, KafkaUnavailable, Publi
 
 class _Retry(Exception):
     pass
+
+
+class _Isolate(Exception):
+    """A stateful handler failed on a batch: abort, restore, and handle those records one by one."""
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        super().__init__(f"{len(records)} records to isolate")
+        self.last: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            self.last[key] = max(self.last.get(key, -1), record.offset)
 
 
 class _OpenTransaction:
@@ -117,6 +141,10 @@ class StreamLoop:
         stop: StopSignal | None = None,
         commit_max_records: int | None = None,
         commit_interval_s: float = 0.0,
+        state: Stateful | None = None,
+        state_topic: str | None = None,
+        state_interval_s: float = 5.0,
+        instance_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -160,6 +188,23 @@ class StreamLoop:
         self.commit_max_records = max(commit_max_records or batch_size, 1)
         self.commit_interval_s = commit_interval_s
         self._open: _OpenTransaction | None = None
+        # Stateful handlers: snapshots committed with the offsets (see the module docstring).
+        self.state = state
+        self.state_interval_s = state_interval_s
+        self.state_topic: StateTopic | None = None
+        self._committed_state: bytes | None = None
+        self._isolate: dict[tuple[str, int], int] = {}
+        if state is not None:
+            if self.guarantee is not Guarantee.EXACTLY_ONCE:
+                raise ValueError("checkpointed state needs an exactly-once loop")
+            if not state_topic:
+                raise ValueError("a stateful loop needs a state_topic")
+            instance = instance_id or getattr(settings, "instance_id", None)
+            if not instance:
+                raise ValueError("a stateful loop needs an instance_id (its snapshots' key)")
+            if state_interval_s <= 0:
+                raise ValueError("state_interval_s must be positive")
+            self.state_topic = StateTopic(settings, state_topic, state_key(group_id, str(instance)))
         self.checkpoints = 0
         self.error: BaseException | None = None
         self.ready = threading.Event()
@@ -213,7 +258,13 @@ class StreamLoop:
     def run(self) -> None:
         """Consume until stopped (blocking)."""
         if self.guarantee is Guarantee.EXACTLY_ONCE:
+            # Fences a predecessor with our transactional id and aborts its open
+            # transaction, so the state read next is the last one really committed.
             self.producer.raw.init_transactions(self._kafka_timeout_s)
+        if self.state is not None and self.state_topic is not None:
+            self.state_topic.ensure()
+            self._committed_state = self.state_topic.load(self.group_id)
+            self.state.restore(self._committed_state)
         self.consumer.subscribe(on_revoke=self._before_revoke, on_lost=self._on_lost)
         self.ready.set()
         log.info(
@@ -225,7 +276,7 @@ class StreamLoop:
                 self.consumer.report_lag()
                 if messages:
                     self._checkpoint(messages)
-                elif self._open is not None:
+                elif self._open is not None and self._idle_commit_due():
                     self._commit_open()
             if self._open is not None:
                 self._commit_open()
@@ -294,15 +345,31 @@ class StreamLoop:
             outbox.discard()
             self._fail_transaction(exc)
             return
+        except _Isolate as isolate:
+            outbox.discard()
+            self._isolate.update(isolate.last)
+            self._abort_and_rewind("a batch failed: its records are handled one by one")
+            return
         self._open.messages.extend(messages)
-        caught_up = len(messages) < self.batch_size
-        if (
-            caught_up
-            or len(self._open.messages) >= self.commit_max_records
-            or time.perf_counter() - self._open.started >= self.commit_interval_s
-            or self.stop_signal.is_set()
-        ):
+        age = time.perf_counter() - self._open.started
+        if self.state is not None:
+            # Each commit writes a snapshot: bounded by time, not by polls or records.
+            due = age >= self.state_interval_s
+        else:
+            caught_up = len(messages) < self.batch_size
+            due = (
+                caught_up
+                or len(self._open.messages) >= self.commit_max_records
+                or age >= self.commit_interval_s
+            )
+        if due or self.stop_signal.is_set():
             self._commit_open()
+
+    def _idle_commit_due(self) -> bool:
+        """An empty poll with a transaction open: commit now (stateful loops: once it is old enough)."""
+        if self.state is None or self._open is None:
+            return True
+        return time.perf_counter() - self._open.started >= self.state_interval_s
 
     def _commit_open(self) -> bool:
         """Commit the open transaction: its outputs with the offsets of every poll it holds."""
@@ -310,6 +377,8 @@ class StreamLoop:
         if txn is None:
             return True
         try:
+            if self.state is not None and self.state_topic is not None:
+                self.state_topic.write(producer, self.state.snapshot())
             if txn.messages:
                 producer.send_offsets_to_transaction(
                     next_offsets(txn.messages),
@@ -321,6 +390,9 @@ class StreamLoop:
             self._fail_transaction(exc)
             return False
         self._open = None
+        if self.state_topic is not None:
+            self.state_topic.committed()
+            self._committed_state = self.state_topic.last_written
         if txn.messages:
             for topic, count in txn.produced.items():
                 self.metrics.events_produced.labels(self.service, topic).inc(count)
@@ -352,6 +424,9 @@ class StreamLoop:
             self.producer.raw.abort_transaction(self._kafka_timeout_s)
         except KafkaException as exc:
             log.warning("abort_failed", error=str(exc))
+        if self.state is not None:
+            # The handler absorbed the aborted records; they are consumed again.
+            self.state.restore(self._committed_state)
         self.consumer.rewind_to_committed()
 
     # ------------------------------------------------------------------ handling
@@ -368,18 +443,21 @@ class StreamLoop:
                 self.dead_letters.route(outbox, msg, exc, stage="deserialize")
         if not records:
             return
-        mark = outbox.mark()
-        try:
-            self.handler(records, outbox)
-            return
-        except _TRANSIENT as exc:
-            raise _Retry(str(exc)) from exc
-        except Exception as batch_error:
-            outbox.rollback(mark)
-            if len(records) == 1:
-                self._dead_letter(outbox, records[0], batch_error)
+        if not self._isolated(records):
+            mark = outbox.mark()
+            try:
+                self.handler(records, outbox)
                 return
-            log.warning("batch_failed_isolating", error=repr(batch_error), size=len(records))
+            except _TRANSIENT as exc:
+                raise _Retry(str(exc)) from exc
+            except Exception as batch_error:
+                outbox.rollback(mark)
+                if len(records) == 1:
+                    self._dead_letter(outbox, records[0], batch_error)
+                    return
+                log.warning("batch_failed_isolating", error=repr(batch_error), size=len(records))
+                if self.state is not None:
+                    raise _Isolate(records) from batch_error
         for record in records:
             mark = outbox.mark()
             try:
@@ -390,6 +468,21 @@ class StreamLoop:
             except Exception as exc:
                 outbox.rollback(mark)
                 self._dead_letter(outbox, record, exc)
+
+    def _isolated(self, records: Sequence[Record]) -> bool:
+        """True when a record of the batch failed in a batch before (stateful loops): one at a time."""
+        if not self._isolate:
+            return False
+        hit = False
+        for record in records:
+            key = (record.topic, record.partition)
+            last = self._isolate.get(key)
+            if last is None:
+                continue
+            hit = hit or record.offset <= last
+            if record.offset >= last:
+                del self._isolate[key]
+        return hit
 
     def _dead_letter(self, outbox: Outbox, record: Record, error: BaseException) -> None:
         assert record.message is not None
