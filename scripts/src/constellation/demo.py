@@ -22,35 +22,17 @@ import os
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from confluent_kafka import Consumer
-
 from constellation import api_keys, stack
+from constellation.events import Timeline, describe, log, short
 from constellation.processes import http_json
 from constellation.traffic import DelayedLabelSender, LiveTraffic
 from mlops_platform.auth import Role
 from mlops_platform.contracts import Topic
 from mlops_platform.kafka import EventProducer
-from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
-
-CONTROL_TOPICS = [
-    Topic.DATA_DRIFT_DETECTED,
-    Topic.MODEL_PERFORMANCE_DEGRADED,
-    Topic.MODEL_EVALUATION_COMPLETED,
-    Topic.MODEL_TRAINING_STARTED,
-    Topic.MODEL_TRAINING_COMPLETED,
-    Topic.MODEL_DEPLOYED,
-    Topic.SYSTEM_ALERTS,
-    Topic.SYSTEM_ACTIONS,
-    Topic.SYSTEM_SCALE_REQUESTED,
-]
-
 
 # The local alert sinks (``tests.support.alert_sinks``) that ``run`` starts for the alerter.
 SINKS_HTTP_PORT = int(os.environ.get("DEMO_SINKS_HTTP_PORT", "9901"))
@@ -73,116 +55,6 @@ class Urls:
             return f"http://{stack.HOST}:{stack.SERVICE_BY_NAME[service].port}"
 
         return cls(url("ingest"), url("predictor"), f"http://{stack.HOST}:{SINKS_HTTP_PORT}")
-
-
-def short(value: object) -> str:
-    return str(value)[:8] if value else "-"
-
-
-def log(message: str) -> None:
-    print(f"{datetime.now().strftime('%H:%M:%S')}  {message}", flush=True)
-
-
-class Timeline(threading.Thread):
-    """Prints every control-plane event and remembers them to walk causal chains."""
-
-    def __init__(self, settings: PlatformSettings, on_event: Callable[[str, dict[str, Any]], None]) -> None:
-        super().__init__(name="timeline", daemon=True)
-        self.serde = AvroSerde(settings)
-        self.consumer = Consumer(
-            {
-                **settings.common_kafka_config(),
-                "group.id": f"demo-timeline-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "latest",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
-        self.events: dict[str, tuple[str, dict[str, Any]]] = {}
-        self.on_event = on_event
-        self.stop_event = threading.Event()
-        self.assigned = threading.Event()
-
-    def run(self) -> None:
-        self.consumer.subscribe(
-            [str(t) for t in CONTROL_TOPICS], on_assign=lambda _c, _p: self.assigned.set()
-        )
-        try:
-            while not self.stop_event.is_set():
-                for msg in self.consumer.consume(num_messages=100, timeout=0.5):
-                    if msg.error() is not None:
-                        continue
-                    topic = msg.topic() or ""
-                    try:
-                        value = self.serde.decode(topic, msg.value())
-                    except Exception as exc:  # the demo shows the problem and carries on
-                        log(f"!! cannot decode {topic}: {exc}")
-                        continue
-                    self.events[value["envelope"]["event_id"]] = (topic, value)
-                    self.on_event(topic, value)
-        finally:
-            self.consumer.close()
-
-    def chain(self, event_id: str) -> list[tuple[str, dict[str, Any]]]:
-        """Follow causation ids back from ``event_id`` as far as the demo saw them."""
-        chain: list[tuple[str, dict[str, Any]]] = []
-        current: str | None = event_id
-        while current and current in self.events:
-            topic, value = self.events[current]
-            chain.append((topic, value))
-            current = value["envelope"].get("causation_id")
-        return chain
-
-
-def describe(topic: str, value: dict[str, Any]) -> str:
-    """One human line for a control-plane event."""
-    if topic == Topic.DATA_DRIFT_DETECTED:
-        features = ", ".join(value["affected_features"][:6]) or "-"
-        return (
-            f"DRIFT {value['state']} severity={value['severity']} score={value['drift_score']:.2f} "
-            f"model v{value['model_version']} features: {features}"
-            + (f"  report: {value['report_url']}" if value.get("report_url") else "")
-        )
-    if topic == Topic.MODEL_PERFORMANCE_DEGRADED:
-        return (
-            f"DEGRADED v{value['model_version']} {value['metric']} {value['baseline_value']:.3f} -> "
-            f"{value['current_value']:.3f} (drop {value['performance_drop']:.0%}, {value['severity']})"
-        )
-    if topic == Topic.MODEL_EVALUATION_COMPLETED:
-        return (
-            f"A/B EVALUATION champion v{value['champion_version']} "
-            f"vs challenger v{value['challenger_version']}: "
-            f"winner={value['winner']} p={value['p_value']:.4f} ({value['test_name']}, "
-            f"{value['champion_samples']}/{value['challenger_samples']} samples)"
-        )
-    if topic == Topic.MODEL_TRAINING_STARTED:
-        return f"TRAINING started ({value['reason']}) on {value['dataset_size']} labelled rows"
-    if topic == Topic.MODEL_TRAINING_COMPLETED:
-        metrics = value.get("metrics") or {}
-        auc = metrics.get("auc_roc") or metrics.get("val_auc_roc")
-        return (
-            f"TRAINING {value['status']}: v{value.get('model_version')} alias={value.get('alias')} "
-            + (f"AUC={auc:.3f} " if auc else "")
-            + f"in {value['duration_s']:.1f}s"
-            + (f" error={value['error']}" if value.get("error") else "")
-        )
-    if topic == Topic.MODEL_DEPLOYED:
-        return (
-            f"DEPLOYED @{value['alias']} -> v{value['version']} (was v{value.get('previous_version')}) "
-            f"action={value['action']}: {value['reason']}"
-        )
-    if topic == Topic.SYSTEM_ALERTS:
-        return f"ALERT [{value['severity']}] {value['title']} ({value['status']})"
-    if topic == Topic.SYSTEM_ACTIONS:
-        reason = f" ({value['suppressed_reason']})" if value.get("suppressed_reason") else ""
-        reason += f" by {value['actor']}" if value.get("actor") else ""
-        return (
-            f"ACTION {value['action']} {value['status']}{reason} rule={value['rule_id']} "
-            f"trigger={value['trigger_event_type']}: {value['outcome']}"
-        )
-    if topic == Topic.SYSTEM_SCALE_REQUESTED:
-        return f"SCALE {value['service']} {value['current_instances']} -> {value['desired_instances']}"
-    return topic
 
 
 def status_line(urls: Urls, traffic: LiveTraffic, phase: str) -> str:
