@@ -46,6 +46,17 @@ KEYWORDS = {
 # Series Prometheus itself creates for every target or rule.
 BUILTIN_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped"}
 METRIC_SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
+# Series other programs export: the node exporter (node_*, host figures) and cAdvisor
+# (container_*), and the process collector prometheus-client registers in every service.
+EXPORTER_PREFIXES = ("node_", "container_")
+PROCESS_COLLECTOR_SERIES = {
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+}
 
 
 @dataclass(frozen=True)
@@ -188,6 +199,11 @@ def source_texts() -> str:
         *sorted((ROOT / "deploy" / "schema-registry" / "src").glob("**/metrics.py")),
     ]
     return "\n".join(path.read_text() for path in paths if path.exists())
+
+
+def external(name: str) -> bool:
+    """A series an exporter or the client library's process collector provides, not our code."""
+    return name.startswith(EXPORTER_PREFIXES) or name in PROCESS_COLLECTOR_SERIES
 
 
 def defined(name: str, sources: str) -> bool:

@@ -5,7 +5,7 @@
     python deploy/grafana/generate_dashboards.py --check   exit 1 when a file is out of date
 
 The JSON files are what Grafana provisions (and what a unit test validates); this script
-keeps six dashboards consistent: one datasource, one grid, the same legend and unit
+keeps the dashboards consistent: one datasource, one grid, the same legend and unit
 conventions. Every query uses metrics the services export (``mlops_*`` from the platform
 library, ``fds_*``, ``drift_*``, ``responder_*``, ``recommender_*``, ``alerter_*``,
 ``ingest_*``) or recording rules of deploy/prometheus/rules/recording.yml.
@@ -1027,6 +1027,121 @@ def kafka_lag() -> Dashboard:
     )
 
 
+def system() -> Dashboard:
+    service_process = 'tier="service"'
+    return (
+        Dashboard(
+            "mlops-system",
+            "System — hosts, service processes, availability",
+            "CPU, memory and disk of each host (node exporter) and of each service process "
+            "(prometheus-client's process collector), and each service's availability measured "
+            "from its heartbeats by the auto-responder. Alert rules: deploy/prometheus/rules/system.yml.",
+        )
+        .row(
+            "Availability",
+            Panel(
+                "bargauge",
+                "Availability by service (auto-responder's period, default 1 h)",
+                [Q("min by (service) (service_availability_ratio)", "{{service}}", instant=True)],
+                width=12,
+                unit="percentunit",
+                min=0.9,
+                max=1,
+                decimals=2,
+                thresholds=steps((None, "red"), (0.99, "orange"), (0.999, "green")),
+                description="Share of the expected heartbeat intervals in which the service beat healthy "
+                "(GET /availability on the auto-responder). Target 99.9 %.",
+            ),
+            timeseries(
+                "Availability over time",
+                Q("min by (service) (service_availability_ratio)", "{{service}}"),
+                width=12,
+                unit="percentunit",
+                decimals=3,
+                thresholds=steps((None, "red"), (0.99, "green")),
+            ),
+        )
+        .row(
+            "Hosts",
+            timeseries(
+                "CPU busy by host",
+                Q(
+                    f'1 - avg by (instance) (rate(node_cpu_seconds_total{{mode="idle"}}[{RATE}]))',
+                    "{{instance}}",
+                ),
+                width=6,
+                unit="percentunit",
+                min=0,
+                max=1,
+                thresholds=steps((None, "green"), (0.9, "red")),
+            ),
+            timeseries(
+                "Memory used by host",
+                Q("instance:node_memory_used:ratio", "{{instance}}"),
+                width=6,
+                unit="percentunit",
+                min=0,
+                max=1,
+                thresholds=steps((None, "green"), (0.9, "red")),
+            ),
+            timeseries(
+                "Disk used by host and mount point",
+                Q("instance_mountpoint:node_filesystem_used:ratio", "{{instance}} {{mountpoint}}"),
+                width=6,
+                unit="percentunit",
+                min=0,
+                max=1,
+                thresholds=steps((None, "green"), (0.9, "red")),
+            ),
+            timeseries(
+                "Load average by host",
+                Q("node_load1", "1m {{instance}}"),
+                Q("node_load5", "5m {{instance}}"),
+                Q("node_load15", "15m {{instance}}"),
+                width=6,
+                unit="short",
+            ),
+        )
+        .row(
+            "Service processes",
+            timeseries(
+                "CPU by service instance (1 = one core)",
+                Q(
+                    f"sum by (job, instance) (rate(process_cpu_seconds_total{{{service_process}}}[{RATE}]))",
+                    "{{job}} {{instance}}",
+                ),
+                unit="percentunit",
+            ),
+            timeseries(
+                "Resident memory by service instance",
+                Q(f"process_resident_memory_bytes{{{service_process}}}", "{{job}} {{instance}}"),
+                unit="bytes",
+            ),
+            timeseries(
+                "Open file descriptors (share of the limit)",
+                Q(
+                    f"process_open_fds{{{service_process}}} / process_max_fds{{{service_process}}}",
+                    "{{job}} {{instance}}",
+                ),
+                unit="percentunit",
+                thresholds=steps((None, "green"), (0.8, "red")),
+            ),
+            timeseries(
+                "Threads by service instance",
+                Q("mlops_process_threads", "{{service}} {{instance}}"),
+                unit="short",
+                description="Native threads included (librdkafka runs several per client).",
+            ),
+            timeseries(
+                "Free space where services keep data",
+                Q("mlops_data_dir_free_bytes", "{{service}} {{path}}"),
+                unit="bytes",
+                description="The drift detector's reports and the recommender's table stores.",
+            ),
+        )
+    )
+
+
 DASHBOARDS = {
     "overview.json": overview,
     "fraud-scoring.json": fraud_scoring,
@@ -1034,6 +1149,7 @@ DASHBOARDS = {
     "auto-responder.json": auto_responder,
     "recommender.json": recommender,
     "kafka-lag.json": kafka_lag,
+    "system.json": system,
 }
 
 

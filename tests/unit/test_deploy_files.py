@@ -46,7 +46,17 @@ SERVICE_PORTS = {
     "alerter": 8006,
 }
 ENV_PREFIXES = {spec.name: spec.env_prefix for spec in stack.SERVICES}
-INFRASTRUCTURE = {"kafka", "schema-registry", "kafka-ui", "mlflow", "prometheus", "alertmanager", "grafana"}
+INFRASTRUCTURE = {
+    "kafka",
+    "schema-registry",
+    "kafka-ui",
+    "mlflow",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+    "node-exporter",
+    "cadvisor",
+}
 SEVERITIES = {"critical", "high", "warning", "info"}
 
 PROMTOOL = shutil.which("promtool")
@@ -233,6 +243,9 @@ def test_compose_prometheus_scrapes_every_service_by_its_compose_name() -> None:
     targets = _scrape_targets(config)
     for name, port in SERVICE_PORTS.items():
         assert targets[name] == [f"{name}:{port}"]
+    # Host and container figures for the System dashboard, by their compose names.
+    assert targets["node-exporter"] == ["node-exporter:9100"]
+    assert targets["cadvisor"] == ["cadvisor:8080"]
     assert config["rule_files"] == ["rules/*.yml"]
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
 
@@ -242,6 +255,7 @@ def test_local_prometheus_scrapes_every_service_on_loopback() -> None:
     targets = _scrape_targets(config)
     for name, port in SERVICE_PORTS.items():
         assert targets[name] == [f"127.0.0.1:{port}"]
+    assert targets["node-exporter"] == ["127.0.0.1:9100"]
     assert config["rule_files"] == ["rules/*.yml"]
     alertmanager = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert alertmanager == ["127.0.0.1:9193"]  # 9093 is the Kafka controller's
@@ -291,6 +305,11 @@ def test_the_alerts_the_issue_asks_for_exist() -> None:
         "AlertDeliveryFailures": "alerter_delivery_failures_total",
         "ServiceDown": "== 0",
         "DependencyDown": "mlops_dependency_up",
+        "HostCpuHigh": "node_cpu_busy",
+        "HostMemoryHigh": "node_memory_used",
+        "HostDiskAlmostFull": "node_filesystem_used",
+        "ServiceMemoryGrowing": "process_resident_memory_bytes",
+        "ServiceAvailabilityBelowTarget": "service_availability_ratio",
     }
     for name, fragment in expected.items():
         assert name in alerts, name
@@ -324,7 +343,7 @@ def test_every_metric_queried_is_exported_by_the_code() -> None:
     unknown: dict[str, list[str]] = {}
     for query in _prometheus_expressions():
         for name in promql.metric_names(query.expr):
-            if name in recorded or name in promql.BUILTIN_SERIES:
+            if name in recorded or name in promql.BUILTIN_SERIES or promql.external(name):
                 continue
             if ":" in name or not promql.defined(name, sources):
                 unknown.setdefault(name, []).append(query.origin)
@@ -482,6 +501,7 @@ def test_the_dashboards_cover_what_the_issue_lists() -> None:
         "mlops-auto-responder",
         "mlops-recommender",
         "mlops-kafka-lag",
+        "mlops-system",
     }
     fraud = (GRAFANA / "dashboards" / "fraud-scoring.json").read_text()
     for needle in (
@@ -495,3 +515,25 @@ def test_the_dashboards_cover_what_the_issue_lists() -> None:
     drift = (GRAFANA / "dashboards" / "drift-quality.json").read_text()
     for needle in ("drift_feature_psi", "drift_live_auc", "drift_live_recall", "model_version"):
         assert needle in drift, needle
+    system = (GRAFANA / "dashboards" / "system.json").read_text()
+    for needle in (
+        "service_availability_ratio",
+        "node_cpu_seconds_total",
+        "node_memory_used",
+        "node_filesystem_used",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ):
+        assert needle in system, needle
+
+
+def test_the_process_collector_series_the_rules_use_are_exported() -> None:
+    # prometheus-client registers its process collector in the default registry, which every
+    # service's /metrics serves (mlops_platform.http).
+    from prometheus_client import REGISTRY, generate_latest
+
+    exposed = generate_latest(REGISTRY).decode()
+    used = {name for q in _prometheus_expressions() for name in promql.metric_names(q.expr)}
+    for name in promql.PROCESS_COLLECTOR_SERIES & used:
+        assert f"\n{name} " in exposed, name

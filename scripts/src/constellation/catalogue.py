@@ -91,7 +91,13 @@ global:
 """,
     alertmanager="alertmanager:9093",
     service_host="{name}:{port}",
-    infra=(("prometheus", "localhost:9090"), ("alertmanager", "alertmanager:9093")),
+    # Host figures (node exporter) and per-container figures (cAdvisor) beside the services' own.
+    infra=(
+        ("prometheus", "localhost:9090"),
+        ("alertmanager", "alertmanager:9093"),
+        ("node-exporter", "node-exporter:9100"),
+        ("cadvisor", "cadvisor:8080"),
+    ),
 )
 
 LOCAL_PROMETHEUS = PrometheusVariant(
@@ -102,10 +108,11 @@ LOCAL_PROMETHEUS = PrometheusVariant(
 #
 # `python -m constellation stack up` renders this file into .stack/prometheus/prometheus.yml:
 # the infrastructure ports follow the environment (PROMETHEUS_PORT, ALERTMANAGER_PORT,
-# SCHEMA_REGISTRY_PORT), and each service job reads its targets from a file the stack
-# rewrites whenever it starts, scales or stops instances (file_sd), so every running
-# instance is scraped and a crashed one shows as `up == 0`. Run as it is, this file
-# scrapes one instance of each service on its default port.
+# SCHEMA_REGISTRY_PORT, NODE_EXPORTER_PORT; the node exporter's job is left out when
+# Debian's prometheus-node-exporter is not installed), and each service job reads its
+# targets from a file the stack rewrites whenever it starts, scales or stops instances
+# (file_sd), so every running instance is scraped and a crashed one shows as `up == 0`.
+# Run as it is, this file scrapes one instance of each service on its default port.
 #
 # Target labels: `job` is the service name and `tier` tells services from infrastructure
 # (never `service`, which the services' own metrics carry).
@@ -126,6 +133,8 @@ global:
         ("prometheus", "127.0.0.1:9090"),
         ("alertmanager", "127.0.0.1:9193"),
         ("schema-registry", "127.0.0.1:8081"),
+        # Debian's prometheus-node-exporter, started by the stack (NODE_EXPORTER_PORT).
+        ("node-exporter", "127.0.0.1:9100"),
     ),
 )
 
