@@ -1,5 +1,5 @@
 """The detector driven with plain records: drift events, monitor, reference switch, label join,
-degradation, A/B evaluation, and idempotent retries whose events still go out."""
+degradation, A/B evaluation, and aborted transactions that restore the committed state."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import pytest
 
 from drift_detector.config import Settings
 from drift_detector.detector import DriftDetector
+from drift_detector.drift_evaluator import DriftEvaluator
 from drift_detector.models import Reference, VersionInfo
 from drift_detector.reports import ReportJob, ReportStore, ReportWorker
 from fraud_model.features import FEATURE_NAMES, build_features, feature_dict
 from fraud_model.generator import TransactionGenerator, affected_features
 from mlops_platform.contracts import Topic, make_event
-from mlops_platform.errors import PublishError
 from mlops_platform.kafka import Output, Record
 
 MODEL = "unit_fraud"
@@ -171,22 +171,18 @@ def registry() -> FakeRegistry:
 
 
 class FakeOutbox:
-    """The stream loop's outbox as the handler uses it; ``failures`` deliveries are refused."""
+    """The stream loop's outbox as the handler uses it: outputs wait for the transaction's commit."""
 
     def __init__(self, published: list[tuple[str, dict[str, Any]]]) -> None:
         self.published = published
         self.kept: list[Output] = []
         self.keys: list[str | bytes | None] = []
-        self.failures = 0
 
     def emit_all(self, outputs: list[Output]) -> None:
         self.kept.extend(outputs)
 
-    def deliver(self, timeout_s: float | None = None) -> None:
+    def commit(self) -> None:
         kept, self.kept = self.kept, []
-        if self.failures:
-            self.failures -= 1
-            raise PublishError("broker refused")  # the loop drops the outbox and rewinds the batch
         for output in kept:
             assert not isinstance(output.target, str)
             self.published.append((output.target.topic, dict(output.value)))
@@ -194,6 +190,8 @@ class FakeOutbox:
 
 
 class Harness:
+    """The detector under an exactly-once loop: each call commits its events and the state snapshot."""
+
     def __init__(self, settings: Settings, registry: FakeRegistry) -> None:
         self.published: list[tuple[str, dict[str, Any]]] = []
         self.outbox = FakeOutbox(self.published)
@@ -204,9 +202,22 @@ class Harness:
             reports=self.worker,
         )
         self.feed = Feed()
+        self.committed: bytes | None = None
 
-    def handle(self, records: list[Record]) -> None:
+    def handle(self, records: list[Record], *, commit: bool = True) -> None:
         self.detector.handle(records, self.outbox)  # type: ignore[arg-type]
+        if commit:
+            self.commit()
+
+    def commit(self) -> None:
+        """What the loop's transaction commit does: the events and the snapshot become durable."""
+        self.outbox.commit()
+        self.committed = self.detector.snapshot()
+
+    def abort(self) -> None:
+        """What an aborted transaction does: its events are dropped, the committed state restored."""
+        self.outbox.kept.clear()
+        self.detector.restore(self.committed)
 
     def run(self, records: list[Record], batch: int = 300) -> None:
         for i in range(0, len(records), batch):
@@ -272,12 +283,16 @@ def test_shift_publishes_a_bounded_number_of_events_naming_the_features(harness:
     assert len(tail) <= 2
 
 
-def test_retried_batch_is_not_counted_twice(harness: Harness) -> None:
+def test_an_aborted_batch_is_not_counted_twice(harness: Harness) -> None:
     records = harness.feed.predictions(TransactionGenerator(seed=2).generate(1000))
-    harness.handle(records)
-    harness.handle(records)  # the loop rewinds and retries after a failed flush
+    harness.handle(records[:400])
+    harness.handle(records[400:], commit=False)
+    harness.abort()  # the loop aborts the transaction and consumes the batch again
+    assert harness.detector.drift.tracks["data"].window.total == 400
+    harness.handle(records[400:])
     assert harness.detector.drift.tracks["data"].window.total == 1000
     assert harness.detector.quality.joiner.stats.predictions == 1000
+    assert harness.detector.quality.joiner.stats.duplicate_predictions == 0
 
 
 def drift_outcomes(h: Harness) -> list[tuple[Any, ...]]:
@@ -294,7 +309,7 @@ def shifting_stream(h: Harness) -> tuple[list[Record], list[Record]]:
     return baseline, h.feed.predictions(gen.generate(6000))
 
 
-def test_events_of_a_batch_whose_delivery_failed_go_out_with_the_replay(
+def test_events_of_an_aborted_transaction_are_made_again_by_the_replay(
     harness: Harness, settings: Settings, registry: FakeRegistry
 ) -> None:
     baseline, shifted = shifting_stream(harness)
@@ -304,16 +319,14 @@ def test_events_of_a_batch_whose_delivery_failed_go_out_with_the_replay(
     assert drift_outcomes(clean), "no drift event"
 
     harness.run(baseline, batch=len(baseline))
-    harness.outbox.failures = 1
-    with pytest.raises(PublishError):
-        harness.handle(shifted)
+    harness.handle(shifted, commit=False)
+    harness.abort()  # e.g. the commit failed: the events were never visible
     assert harness.published == []
-    harness.handle(shifted)  # the loop rewinds and replays the batch: its records are skipped ...
+    assert harness.detector.drift.tracks["data"].window.total == 3000
+    harness.handle(shifted)  # consumed again from the restored state: the same decisions
     assert harness.detector.drift.tracks["data"].window.total == 9000
-    assert drift_outcomes(harness) == drift_outcomes(clean)  # ... but their events go out
-    assert set(harness.outbox.keys) == {MODEL}
-    harness.handle(shifted)  # replayed once more (a failed commit): nothing new
     assert drift_outcomes(harness) == drift_outcomes(clean)
+    assert set(harness.outbox.keys) == {MODEL}
 
 
 def test_a_failing_record_does_not_lose_the_events_of_the_records_before_it(
@@ -323,25 +336,29 @@ def test_a_failing_record_does_not_lose_the_events_of_the_records_before_it(
     clean = Harness(settings, registry)
     clean.run(baseline + shifted)
 
-    def broken(record: Record) -> None:
+    def broken(self: DriftEvaluator, record: Record) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(harness.detector.drift, "on_action", broken)
+    # On the class: a restore builds new evaluators.
+    monkeypatch.setattr(DriftEvaluator, "on_action", broken)
     harness.run(baseline)
     bad = monitor_action(harness.feed)
     batch = [*shifted[:4000], bad, *shifted[4000:]]
-    # What the stream loop does: the batch fails, its outbox is rolled back, then it is
-    # handled record by record and the record that fails again is dead-lettered.
+    # What the stream loop does: the batch fails, the transaction is aborted and the state
+    # restored, then the batch is handled record by record in one transaction and the
+    # record that fails again is dead-lettered (its outputs rolled back).
     with pytest.raises(RuntimeError):
-        harness.handle(batch)
-    harness.outbox.kept.clear()
+        harness.handle(batch, commit=False)
+    harness.abort()
     dead = []
     for record in batch:
+        mark = len(harness.outbox.kept)
         try:
-            harness.handle([record])
+            harness.handle([record], commit=False)
         except RuntimeError:
-            harness.outbox.kept.clear()
+            del harness.outbox.kept[mark:]
             dead.append(record)
+    harness.commit()
     assert dead == [bad]
     assert harness.detector.drift.tracks["data"].window.total == 9000
     assert drift_outcomes(harness) == drift_outcomes(clean)

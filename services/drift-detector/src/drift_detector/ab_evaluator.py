@@ -57,6 +57,24 @@ class ABEvaluator:
             while len(self.deployments) > _MAX_DEPLOYMENTS:
                 self.deployments.pop(next(iter(self.deployments)))
 
+    def to_state(self) -> dict[str, Any]:
+        """Pairs evaluated (and at how many samples), verdicts and deployments as plain data.
+
+        The labelled samples themselves are the quality evaluator's state.
+        """
+        return {
+            "evaluated": self.scheduler.to_state(),
+            "evaluations": list(self.evaluations),
+            "deployments": self.deployments,
+        }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Replace the state by a :meth:`to_state` document."""
+        self.scheduler.from_state(state["evaluated"])
+        self.evaluations.clear()
+        self.evaluations.extend(state["evaluations"])
+        self.deployments = {str(k): dict(v) for k, v in state["deployments"].items()}
+
     def _pair(self) -> tuple[str, str] | None:
         champion = self.quality.arm_versions.get(CHAMPION_ARM)
         challenger = self.quality.arm_versions.get(CHALLENGER_ARM)

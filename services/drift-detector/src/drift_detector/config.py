@@ -54,6 +54,18 @@ class Settings(ServiceSettings):
     evaluation_topic: str = Topic.MODEL_EVALUATION_COMPLETED.value
     batch_size: int = Field(500, ge=1, description="Records per consumer poll.")
 
+    # -- durable state: snapshots committed with the input offsets (see the README's "State and restarts")
+    state_topic: str = Field(
+        "drift-detector-state",
+        description="Compacted topic of the state snapshots (under the catalogue's internal_topic_prefix).",
+    )
+    state_interval_s: float = Field(
+        5.0, gt=0, le=50, description="Commit (and snapshot) at most this often while records flow."
+    )
+    restore_reference_wait_s: float = Field(
+        120.0, ge=0, description="After a restart, wait this long for the restored windows' reference."
+    )
+
     # -- windows (counted in predictions)
     window_size: int = Field(5000, ge=50, description="Predictions per drift window.")
     window_step: int = Field(1000, ge=1, description="Predictions between two evaluations (sliding window).")
@@ -204,13 +216,13 @@ class Settings(ServiceSettings):
     def evaluation(self) -> Binding:
         return Binding.to(Topic.MODEL_EVALUATION_COMPLETED, self.evaluation_topic, key="model_name")
 
+    def data_path(self) -> Path:
+        """Evidently reports are written here (its disk space is reported)."""
+        return self.reports_dir
+
     def bindings(self) -> ServiceBindings:
         """Predictions, labels, deployments, actions in; drift, degradation, A/B verdicts, heartbeats out."""
         return ServiceBindings.of(
             consumes=[self.predictions, self.feedback, self.deployments, self.actions],
             produces=[self.drift, self.degraded, self.evaluation, self.heartbeats, self.system_metrics],
         )
-    def data_path(self) -> Path:
-        """Evidently reports are written here (its disk space is reported)."""
-        return self.reports_dir
-

@@ -14,12 +14,16 @@
 Consecutive predictions are handed over as one run (windows do not depend on how the
 loop batches them); other records one at a time, in stream order.
 
-**At least once.** The loop rewinds and replays a batch whose events were not
-acknowledged, and replays a failed batch record by record. Records at or below the last
-processed offset of their partition are skipped, so no prediction or label is counted
-twice; the events made for them are kept until a delivery confirms them, and emitted
-again with the replay. The handler therefore delivers its outbox itself, at the end of
-each call: only then does it know that those events are stored and can be forgotten.
+**Exactly once, with checkpointed state.** The detector is the
+:class:`~mlops_platform.kafka.Stateful` owner of its handler: the exactly-once stream
+loop commits :meth:`DriftDetector.snapshot` (windows, alert state machines, pending
+label joins, quality samples, A/B bookkeeping) with the events and the input offsets in
+one transaction, restores the last committed snapshot when a transaction aborts (the
+records it held are consumed again, so nothing is counted twice), and restores the
+latest one at start, so a restart resumes where the last commit left off. The reference
+is not in the snapshot, only its version: it is loaded from MLflow again, and until it
+is back (:meth:`~drift_detector.drift_evaluator.DriftEvaluator.awaiting_reference`)
+the handler asks the loop to retry rather than feed windows that cannot be evaluated.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from drift_detector import snapshot
 from drift_detector.ab_evaluator import ABEvaluator
 from drift_detector.config import Settings
 from drift_detector.drift_evaluator import DriftEvaluator
@@ -39,7 +44,7 @@ from drift_detector.models import ModelInfoCache
 from drift_detector.quality_evaluator import QualityEvaluator
 from drift_detector.reports import ReportWorker
 from mlops_platform.contracts import Topic
-from mlops_platform.kafka import Outbox, Output, Record
+from mlops_platform.kafka import Outbox, Record, RetryableError
 from mlops_platform.logs import get_logger
 
 log = get_logger(__name__)
@@ -58,31 +63,73 @@ class DriftDetector:
     ) -> None:
         self.settings = settings
         self.registry = registry
+        self.reports = reports
+        self.clock = clock
         # The stream thread, the registry's lookup thread and HTTP views share the evaluators.
         self.lock = threading.RLock()
         self.emitter = Emitter()
+        self._build()
+
+    def _build(self) -> None:
+        """Fresh evaluators (the initial state)."""
+        settings, registry = self.settings, self.registry
         self.drift = DriftEvaluator(
-            settings, registry=registry, emitter=self.emitter, reports=reports, clock=clock
+            settings, registry=registry, emitter=self.emitter, reports=self.reports, clock=self.clock
         )
         self.quality = QualityEvaluator(settings, registry=registry, emitter=self.emitter)
         self.quality.on_joined = self.drift.take_label
         self.ab = ABEvaluator(settings, registry=registry, quality=self.quality, emitter=self.emitter)
         self.ignored_predictions = 0
-        self._processed: dict[tuple[str, int], int] = {}
-        self._unconfirmed: list[Output] = []
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> bytes:
+        """The whole stream state, plainly encoded (:mod:`drift_detector.snapshot`): the loop commits it."""
+        with self.lock:
+            return snapshot.dumps(
+                {
+                    "drift": self.drift.to_state(),
+                    "quality": self.quality.to_state(),
+                    "ab": self.ab.to_state(),
+                    "ignored_predictions": self.ignored_predictions,
+                }
+            )
+
+    def restore(self, payload: bytes | None) -> None:
+        """Go back to a snapshot (``None``: the initial state); the reference is loaded again."""
+        with self.lock:
+            state = None if payload is None else snapshot.loads(payload)
+            wait_until = self.drift.reference_wait_until
+            self.emitter.take()  # events of records that are consumed again
+            self._build()
+            if state is None:
+                return
+            self.drift.from_state(state["drift"])
+            self.drift.reference_wait_until = wait_until  # one wait per process, not per abort
+            self.quality.from_state(state["quality"])
+            self.ab.from_state(state["ab"])
+            self.ignored_predictions = int(state["ignored_predictions"])
+            self.drift.sync_registry()  # the reference may still be cached (an abort, not a restart)
+            log.info(
+                "state_restored",
+                reference_version=self.drift.restored_reference or self.drift.reference_version,
+                rows_seen=self.drift.tracks["data"].window.total,
+                pending_labels=len(self.quality.joiner.pending),
+            )
 
     # ------------------------------------------------------------------ input
 
     def handle(self, records: list[Record], outbox: Outbox) -> None:
-        """The stream loop's handler: process the records not seen yet, deliver their events."""
+        """The stream loop's handler: route the records, hand their events to the outbox."""
         with self.lock:
-            outbox.emit_all(self._unconfirmed)  # their records are skipped below
             self.emitter.take()  # whatever a record that failed half-way left behind
             self.drift.sync_registry()
+            if self.drift.awaiting_reference():
+                raise RetryableError(
+                    f"waiting for reference v{self.drift.restored_reference} of the restored windows"
+                )
             run: list[Record] = []
             for record in records:
-                if not self._first_time(record):
-                    continue
                 if record.contract is Topic.PREDICTION_COMPLETED:
                     run.append(record)
                     continue
@@ -92,8 +139,6 @@ class DriftDetector:
                 self._done([record], outbox)
             self._predictions(run, outbox)
             self.quality.expire()
-            outbox.deliver()
-            self._unconfirmed.clear()
 
     def _route(self, record: Record) -> None:
         contract = record.contract
@@ -132,21 +177,8 @@ class DriftDetector:
         self.drift.on_deployed(record)
 
     def _done(self, records: Sequence[Record], outbox: Outbox) -> None:
-        """Hand the records' events to the outbox and mark the records processed.
-
-        Marked as soon as handled: if a later record fails, the loop replays the batch one
-        record at a time, and the ones already counted are skipped (their events stay in
-        ``_unconfirmed`` until a delivery confirms them).
-        """
-        outputs = self.emitter.take()
-        outbox.emit_all(outputs)
-        self._unconfirmed.extend(outputs)
-        for record in records:
-            self._processed[(record.topic, record.partition)] = record.offset
-
-    def _first_time(self, record: Record) -> bool:
-        last = self._processed.get((record.topic, record.partition))
-        return last is None or record.offset > last
+        """Hand the events made for ``records`` to the outbox (committed with the loop's transaction)."""
+        outbox.emit_all(self.emitter.take())
 
     # ------------------------------------------------------------------ registry
 

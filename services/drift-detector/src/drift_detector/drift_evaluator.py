@@ -22,7 +22,7 @@ import operator
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,6 +80,28 @@ class DriftTrack:
     def __post_init__(self) -> None:
         self.history: deque[dict[str, Any]] = deque(maxlen=50)
 
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "window": self.window.to_state(),
+            "machine": self.machine.to_state(),
+            "latest": None if self.latest is None else asdict(self.latest),
+            "last_event": self.last_event,
+            "windows_processed": self.windows_processed,
+            "history": list(self.history),
+        }
+
+    def from_state(self, state: dict[str, Any], policy: DriftPolicy) -> None:
+        """Replace the state by a :meth:`to_state` document (the assessment is recomputed)."""
+        self.window.from_state(state["window"])
+        self.machine.from_state(state["machine"])
+        latest = state["latest"]
+        self.latest = None if latest is None else WindowResult(**latest)
+        self.assessment = None if self.latest is None else assess(self.latest.feature_psi, policy)
+        self.last_event = state["last_event"]
+        self.windows_processed = int(state["windows_processed"])
+        self.history.clear()
+        self.history.extend(state["history"])
+
 
 class DriftEvaluator:
     """PSI windows, drift severity and state machine, report requests and the monitor override."""
@@ -124,6 +146,10 @@ class DriftEvaluator:
         self.target = TargetDrift(settings, self.policy, emitter) if settings.target_drift else None
         self.reference_version: str | None = None
         self.reference_frame: Any = None
+        #: the reference version of restored windows, until it is loaded again (see from_state)
+        self.restored_reference: str | None = None
+        #: when waiting for that reference ends (set at the first wait; survives restores)
+        self.reference_wait_until: float | None = None
         self.monitor: Monitor | None = None
         #: the stream's event-time clock (latest prediction), for the monitor's expiry
         self.clock_ms = 0
@@ -137,14 +163,39 @@ class DriftEvaluator:
         """Apply what the background registry lookups brought (a new champion's reference)."""
         target = self.registry.champion
         if target is None or target == self.reference_version:
+            if target is None and self.registry.champion_resolved:
+                self.restored_reference = None  # no champion any more: nothing to wait for
             return
         reference = self.registry.references.get(target)
         if reference is None:
             self.registry.want_reference(target)
             return
-        self._use_reference(target, reference.frame)
+        keep = target == self.restored_reference
+        self.restored_reference = None
+        self._use_reference(target, reference.frame, keep=keep)
 
-    def _use_reference(self, version: str, frame: Any) -> None:
+    def awaiting_reference(self) -> bool:
+        """True while restored windows wait for their own reference to be loaded again.
+
+        Fed before that, they would pass evaluation points without bins (no result, a
+        missed event). Waiting ends when the reference is back, when the registry names
+        another champion (the windows start over with it anyway), or after
+        ``restore_reference_wait_s`` (the windows are re-binned whenever it arrives).
+        """
+        pending = self.restored_reference
+        if pending is None:
+            return False
+        if self.registry.champion_resolved and self.registry.champion != pending:
+            return False
+        if self.reference_wait_until is None:
+            self.reference_wait_until = self.clock() + self.settings.restore_reference_wait_s
+        if self.clock() >= self.reference_wait_until:
+            log.warning("restored_reference_not_loaded", version=pending)
+            return False
+        return True
+
+    def _use_reference(self, version: str, frame: Any, *, keep: bool = False) -> None:
+        """Bins from the reference ``frame``; ``keep``: the restored windows' own reference, state stays."""
         previous = self.reference_version
         s = self.settings
         for track in self.tracks.values():
@@ -156,6 +207,8 @@ class DriftEvaluator:
                 frame, track.columns, s.psi_bins, s.psi_discrete_max_values, s.psi_epsilon
             )
             track.window.set_binning(binning)
+            if keep:
+                continue
             if track.drift_type == "prediction":
                 # Scores are the serving model's own: the previous champion's scores still in
                 # the window say nothing about the new one (features are model-independent and
@@ -166,15 +219,15 @@ class DriftEvaluator:
         self.reference_version, self.reference_frame = version, frame
         if self.target is not None:
             rate = float(frame[TARGET].astype(float).mean()) if TARGET in frame.columns else None
-            self.target.set_reference(version, rate)
+            self.target.set_reference(version, rate, keep=keep)
         for other in [v for v in self.registry.references if v != version]:
             self.registry.references.pop(other, None)  # only the serving reference is needed
         if previous is not None:
             m.REFERENCE.labels(previous).set(0)
         m.REFERENCE.labels(version).set(1)
         for track in self.tracks.values():
-            m.STATE.labels(track.drift_type).set(0)
-        log.info("reference_switched", previous=previous, version=version, rows=len(frame))
+            m.STATE.labels(track.drift_type).set(0 if not keep else int(track.machine.level))
+        log.info("reference_switched", previous=previous, version=version, rows=len(frame), restored=keep)
 
     def on_deployed(self, record: Record) -> None:
         """Any alias change of the model: ask the registry what serves now."""
@@ -384,6 +437,36 @@ class DriftEvaluator:
             for track in self.tracks.values():
                 track.window.resize(self.settings.window_size, self.settings.window_step)
             m.WINDOW_SIZE.set(self.settings.window_size)
+
+    # ------------------------------------------------------------------ state
+
+    def to_state(self) -> dict[str, Any]:
+        """Windows, state machines, monitor override and event clock as plain data.
+
+        The reference itself is not included, only its version: it is reloaded from
+        MLflow (:meth:`awaiting_reference`), and its bins re-bin the restored rows.
+        """
+        return {
+            "reference_version": self.reference_version or self.restored_reference,
+            "clock_ms": self.clock_ms,
+            "monitor": None if self.monitor is None else asdict(self.monitor),
+            "tracks": {kind: track.to_state() for kind, track in self.tracks.items()},
+            "target": None if self.target is None else self.target.to_state(),
+        }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Replace the state by a :meth:`to_state` document; the reference is loaded again."""
+        for kind, track_state in state["tracks"].items():
+            track = self.tracks.get(kind)
+            if track is not None:  # a drift type switched off since is dropped
+                track.from_state(track_state, self.policy)
+        if self.target is not None and state["target"] is not None:
+            self.target.from_state(state["target"])
+        self.clock_ms = int(state["clock_ms"])
+        self.monitor = None if state["monitor"] is None else Monitor(**state["monitor"])
+        self.reference_version, self.reference_frame = None, None
+        self.restored_reference = state["reference_version"]
+        m.WINDOW_SIZE.set(self.tracks["data"].window.size)
 
     # ------------------------------------------------------------------ view
 

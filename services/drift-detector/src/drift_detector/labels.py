@@ -16,7 +16,12 @@ the live run did.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from drift_detector.snapshot import pack_array, unpack_array
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,45 @@ class LabelJoiner:
             self.stats.orphans_expired += 1
         self.stats.expired += expired
         return expired
+
+    def to_state(self) -> dict[str, Any]:
+        """Pending predictions, orphan labels, recent joins (in their order), clock and counters."""
+        pending = list(self.pending.items())
+        orphans = list(self.orphans.items())
+        return {
+            "pending": {
+                "txn": [t for t, _ in pending],
+                "version": [p.model_version for _, p in pending],
+                "arm": [p.ab_arm for _, p in pending],
+                "prob": pack_array(np.array([p.probability for _, p in pending], dtype=np.float64)),
+                "time": pack_array(np.array([p.time_ms for _, p in pending], dtype=np.int64)),
+            },
+            "orphans": {
+                "txn": [t for t, _ in orphans],
+                "is_fraud": [bool(f) for _, (f, _) in orphans],
+                "time": pack_array(np.array([t for _, (_, t) in orphans], dtype=np.int64)),
+            },
+            "recently_joined": list(self.recently_joined),
+            "clock_ms": self.clock_ms,
+            "stats": asdict(self.stats),
+        }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Replace the join state by a :meth:`to_state` document (bounds are the settings')."""
+        p = state["pending"]
+        probs, times = unpack_array(p["prob"]).tolist(), unpack_array(p["time"]).tolist()
+        self.pending = OrderedDict(
+            (txn, PendingPrediction(str(v), str(a), float(pr), int(t)))
+            for txn, v, a, pr, t in zip(p["txn"], p["version"], p["arm"], probs, times, strict=True)
+        )
+        o = state["orphans"]
+        self.orphans = OrderedDict(
+            (txn, (bool(f), int(t)))
+            for txn, f, t in zip(o["txn"], o["is_fraud"], unpack_array(o["time"]).tolist(), strict=True)
+        )
+        self.recently_joined = OrderedDict((txn, None) for txn in state["recently_joined"])
+        self.clock_ms = int(state["clock_ms"])
+        self.stats = JoinStats(**state["stats"])
 
     def _tick(self, time_ms: int) -> None:
         self.clock_ms = max(self.clock_ms, time_ms)

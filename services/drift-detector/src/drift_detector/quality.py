@@ -17,6 +17,7 @@ import numpy as np
 
 from drift_detector.labels import Joined
 from drift_detector.severity import degradation_severity
+from drift_detector.snapshot import pack_array, unpack_array
 from drift_detector.stats import Confusion, drop_p_value, two_proportion_z, welch_cost_test
 from fraud_model.metrics import confusion_counts, fds_metrics
 
@@ -50,6 +51,24 @@ class Samples:
         self.prob[self.n], self.label[self.n], self.time[self.n] = prob, label, time_ms
         self.n += 1
 
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "prob": pack_array(self.prob[: self.n]),
+            "label": pack_array(self.label[: self.n]),
+            "time": pack_array(self.time[: self.n]),
+            "dropped": self.dropped,
+        }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Replace the samples by a :meth:`to_state` document (the limit is the settings')."""
+        prob, label, time = (unpack_array(state[k]) for k in ("prob", "label", "time"))
+        self.n = len(prob)
+        size = max(self.n, 1024)
+        self.prob = np.resize(prob.astype(np.float64), size)
+        self.label = np.resize(label.astype(bool), size)
+        self.time = np.resize(time.astype(np.int64), size)
+        self.dropped = int(state["dropped"])
+
     def latest(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         start = max(self.n - count, 0)
         return self.prob[start : self.n], self.label[start : self.n]
@@ -73,6 +92,35 @@ class Group:
     threshold: float | None = None
     threshold_source: str = ""
     evaluated_at_ms: int | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version,
+            "ab_arm": self.ab_arm,
+            "samples": self.samples.to_state(),
+            "labelled_total": self.labelled_total,
+            "positives_total": self.positives_total,
+            "since_eval": self.since_eval,
+            "first_label_ms": self.first_label_ms,
+            "first_prediction_ms": self.first_prediction_ms,
+            "metrics": dict(self.metrics),
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "evaluated_at_ms": self.evaluated_at_ms,
+        }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Replace counters, samples and latest metrics by a :meth:`to_state` document."""
+        self.samples.from_state(state["samples"])
+        self.labelled_total = int(state["labelled_total"])
+        self.positives_total = int(state["positives_total"])
+        self.since_eval = int(state["since_eval"])
+        self.first_label_ms = state["first_label_ms"]
+        self.first_prediction_ms = state["first_prediction_ms"]
+        self.metrics = {str(k): float(v) for k, v in state["metrics"].items()}
+        self.threshold = state["threshold"]
+        self.threshold_source = str(state["threshold_source"])
+        self.evaluated_at_ms = state["evaluated_at_ms"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +152,15 @@ class QualityTracker:
         if group is None:
             group = self.groups[key] = Group(version, arm, Samples(self.max_per_group))
         return group
+
+    def to_state(self) -> dict[str, Any]:
+        return {"groups": [group.to_state() for group in self.groups.values()]}
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Replace every group by those of a :meth:`to_state` document."""
+        self.groups = {}
+        for entry in state["groups"]:
+            self.group(str(entry["model_version"]), str(entry["ab_arm"])).from_state(entry)
 
     def saw_prediction(self, version: str, arm: str, time_ms: int) -> None:
         group = self.group(version, arm)
@@ -289,3 +346,9 @@ class ABScheduler:
 
     def done(self, pair: tuple[str, str], n_champion: int, n_challenger: int) -> None:
         self.evaluated[pair] = min(n_champion, n_challenger)
+
+    def to_state(self) -> list[list[Any]]:
+        return [[champion, challenger, n] for (champion, challenger), n in self.evaluated.items()]
+
+    def from_state(self, state: list[list[Any]]) -> None:
+        self.evaluated = {(str(c), str(x)): int(n) for c, x, n in state}

@@ -88,6 +88,32 @@ class QualityEvaluator:
             m.EXPIRED.inc(delta)
         self._expired_reported = expired
 
+    # ------------------------------------------------------------------ state
+
+    def to_state(self) -> dict[str, Any]:
+        """Pending joins, labelled samples per version/arm and degradation episodes as plain data."""
+        return {
+            "joiner": self.joiner.to_state(),
+            "tracker": self.tracker.to_state(),
+            "arm_versions": dict(self.arm_versions),
+            "degradation": {v: state.to_state() for v, state in self.degradation.items()},
+            "last_degradation": self.last_degradation,
+            "expired_reported": self._expired_reported,
+        }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Replace the state by a :meth:`to_state` document."""
+        self.joiner.from_state(state["joiner"])
+        self.tracker.from_state(state["tracker"])
+        self.arm_versions = {str(k): str(v) for k, v in state["arm_versions"].items()}
+        repeat_ms = int(self.settings.repeat_interval_s * 1000)
+        self.degradation = {}
+        for version, entry in state["degradation"].items():
+            self.degradation[version] = DegradationState(repeat_ms)
+            self.degradation[version].from_state(entry)
+        self.last_degradation = dict(state["last_degradation"])
+        self._expired_reported = int(state["expired_reported"])
+
     # ------------------------------------------------------------------ evaluation
 
     def _on_joined(self, joined: Joined, cause: Mapping[str, Any]) -> bool:

@@ -1,12 +1,15 @@
 """The drift-detector process, wired once: runtime, registry lookups, report worker, detector, stream loop.
 
-One at-least-once stream loop reads the four input bindings and hands every batch to
+One exactly-once stream loop reads the four input bindings and hands every batch to
 :meth:`DriftDetector.handle <drift_detector.detector.DriftDetector.handle>`, which
-emits its events into the loop's outbox. MLflow lookups (champion, thresholds,
-baselines, reference samples) run in the :class:`~drift_detector.models.ModelInfoCache`
-thread and Evidently reports in the :class:`~drift_detector.reports.ReportWorker`, so
-the stream never waits for either. Readiness adds the champion's reference being
-loaded and the report worker being alive to the platform's checks.
+emits its events into the loop's outbox; the detector's state is checkpointed to
+``settings.state_topic`` in the same transactions (the detector is the loop's
+:class:`~mlops_platform.kafka.Stateful` owner), and restored before consuming.
+MLflow lookups (champion, thresholds, baselines, reference samples) run in the
+:class:`~drift_detector.models.ModelInfoCache` thread and Evidently reports in the
+:class:`~drift_detector.reports.ReportWorker`, so the stream never waits for either.
+Readiness adds the champion's reference being loaded and the report worker being
+alive to the platform's checks.
 """
 
 from __future__ import annotations
@@ -51,8 +54,11 @@ class DriftDetectorService:
         self.loop: StreamLoop = self.runtime.stream(
             inputs=settings.bindings().consumes,
             handler=self.detector.handle,
-            guarantee=Guarantee.AT_LEAST_ONCE,
+            guarantee=Guarantee.EXACTLY_ONCE,
             batch_size=settings.batch_size,
+            state=self.detector,
+            state_topic=settings.state_topic,
+            state_interval_s=settings.state_interval_s,
         )
         self.runtime.on_start(self.start)
         self.runtime.on_stop(self.stop)

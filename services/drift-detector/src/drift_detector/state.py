@@ -16,7 +16,7 @@ Time is event time (the windows' end), so replaying a topic gives the same event
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from drift_detector.severity import Level, severity_rank
 
@@ -63,6 +63,24 @@ class AlertStateMachine:
             return decision if self.publish_recovery else None
         return self._publish("lower", level, severity, now_ms)
 
+    def to_state(self) -> dict[str, Any]:
+        """Level, severity, hysteresis and transitions as plain data (the policy is the settings')."""
+        return {
+            "level": int(self.level),
+            "severity": self.severity,
+            "last_published_ms": self.last_published_ms,
+            "calmer_streak": self.calmer_streak,
+            "transitions": [list(t) for t in self.transitions],
+        }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Replace the state by a :meth:`to_state` document."""
+        self.level = Level(int(state["level"]))
+        self.severity = state["severity"]
+        self.last_published_ms = state["last_published_ms"]
+        self.calmer_streak = int(state["calmer_streak"])
+        self.transitions = [(int(at), str(old), str(new)) for at, old, new in state["transitions"]]
+
     def reset(self) -> None:
         """Forget the state (a new reference makes old windows incomparable)."""
         self.level, self.severity, self.calmer_streak = Level.STABLE, None, 0
@@ -84,6 +102,12 @@ class DegradationState:
     repeat_interval_ms: int
     severity: str | None = None
     last_published_ms: int | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        return {"severity": self.severity, "last_published_ms": self.last_published_ms}
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        self.severity, self.last_published_ms = state["severity"], state["last_published_ms"]
 
     def observe(self, severity: str | None, now_ms: int) -> Literal["enter", "escalate", "repeat"] | None:
         if severity is None:

@@ -27,13 +27,16 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 from drift_detector import metrics as m
 from drift_detector.config import Settings
 from drift_detector.events import Emitter, as_datetime, iso
 from drift_detector.severity import DriftPolicy, Level, drift_severity
+from drift_detector.snapshot import pack_array, unpack_array
 from drift_detector.state import AlertStateMachine
 from mlops_platform.logs import get_logger
 
@@ -119,10 +122,15 @@ class TargetDrift:
         self.windows_processed = 0
         self.last_event: dict[str, Any] | None = None
 
-    def set_reference(self, version: str, rate: float | None) -> None:
-        """A new serving model: its training label rate; the labels seen so far start over."""
+    def set_reference(self, version: str, rate: float | None, *, keep: bool = False) -> None:
+        """A new serving model: its training label rate; the labels seen so far start over.
+
+        ``keep``: the same reference reloaded after a restart; window and state stay.
+        """
         self.reference_version = version
         self.reference_rate = rate if rate is not None and math.isfinite(rate) and 0 < rate < 1 else None
+        if keep:
+            return
         self.window.clear()
         self.positives = 0
         self.until_eval = self.settings.target_window
@@ -131,6 +139,42 @@ class TargetDrift:
         m.STATE.labels("target").set(0)
         if self.reference_rate is None:
             log.warning("target_reference_rate_unknown", version=version)
+
+    def to_state(self) -> dict[str, Any]:
+        """The label window, schedule, state machine and latest assessment as plain data."""
+        latest = None if self.latest is None else {**asdict(self.latest), "level": int(self.latest.level)}
+        return {
+            "labels": pack_array(np.array([f for f, _ in self.window], dtype=bool)),
+            "times": pack_array(np.array([t for _, t in self.window], dtype=np.int64)),
+            "positives": self.positives,
+            "until_eval": self.until_eval,
+            "reference_version": self.reference_version,
+            "reference_rate": self.reference_rate,
+            "machine": self.machine.to_state(),
+            "latest": latest,
+            "latest_end_ms": self.latest_end_ms,
+            "windows_processed": self.windows_processed,
+            "last_event": self.last_event,
+        }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Replace the state by a :meth:`to_state` document (the window length is the settings')."""
+        labels = unpack_array(state["labels"]).tolist()
+        times = unpack_array(state["times"]).tolist()
+        self.window.clear()
+        self.window.extend(zip((bool(f) for f in labels), (int(t) for t in times), strict=True))
+        self.positives = sum(1 for f, _ in self.window if f)
+        self.until_eval = int(state["until_eval"])
+        self.reference_version = state["reference_version"]
+        self.reference_rate = state["reference_rate"]
+        self.machine.from_state(state["machine"])
+        latest = state["latest"]
+        self.latest = (
+            None if latest is None else TargetAssessment(**{**latest, "level": Level(latest["level"])})
+        )
+        self.latest_end_ms = state["latest_end_ms"]
+        self.windows_processed = int(state["windows_processed"])
+        self.last_event = state["last_event"]
 
     def take(self, is_fraud: bool, time_ms: int, cause: Mapping[str, Any]) -> None:
         """One joined label of the monitored model."""

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from drift_detector.psi import Binning, psi_from_counts
+from drift_detector.snapshot import SnapshotError, pack_array, unpack_array
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,46 @@ class WindowManager:
 
     def window_counts(self) -> np.ndarray | None:
         return None if self.counts is None else self.counts.copy()
+
+    # ------------------------------------------------------------------ state
+
+    def to_state(self) -> dict[str, Any]:
+        """The buffered rows (values, event times) and the schedule, as plain data.
+
+        Bins and counts are not included: they follow from the reference's binning,
+        which the owner sets again (:meth:`set_binning` re-bins the rows).
+        """
+        held = min(self.total, self.capacity)
+        idx = self._indices(self.total - held, self.total)
+        return {
+            "columns": self.columns,
+            "size": self.size,
+            "step": self.step,
+            "until_eval": self.until_eval,
+            "total": self.total,
+            "windows_evaluated": self.windows_evaluated,
+            "values": pack_array(self.values[idx]),
+            "times": pack_array(self.times[idx]),
+        }
+
+    def from_state(self, state: dict[str, Any]) -> None:
+        """Replace rows and schedule by a :meth:`to_state` document (the current binning re-bins them)."""
+        if list(state["columns"]) != self.columns:
+            raise SnapshotError(f"window columns {state['columns']} differ from {self.columns}")
+        values, times = unpack_array(state["values"]), unpack_array(state["times"])
+        held = min(len(values), self.capacity)  # a smaller buffer than before keeps the newest rows
+        values, times = values[len(values) - held :], times[len(times) - held :]
+        total = int(state["total"])
+        self.values[:] = np.nan
+        self.times[:] = 0
+        idx = self._indices(total - held, total)
+        self.values[idx], self.times[idx] = values, times
+        self.total = total
+        self.size = min(int(state["size"]), self.capacity - self.chunk)
+        self.step = int(state["step"])
+        self.until_eval = int(state["until_eval"])
+        self.windows_evaluated = int(state["windows_evaluated"])
+        self.set_binning(self.binning)
 
     # ------------------------------------------------------------------ internals
 
