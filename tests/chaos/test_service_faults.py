@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,8 +36,11 @@ from mlops_platform.contracts import Topic, load_catalogue, make_event
 from mlops_platform.kafka import EventProducer, create_topic, ensure_topics
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
+from recsys_data import load_catalogue as load_items
+from tests.support.alert_sinks import AlertSinks
 from tests.support.chaos import Ledger, committed_ids, positions
 from tests.support.processes import ServiceLauncher, ServiceProcess, connection_env, wait_until
+from tests.support.recommender import create_topics, new_run, recommender_env
 from tests.support.scoring import REQUEST, pin_group_to_end
 
 pytestmark = pytest.mark.chaos
@@ -442,21 +446,284 @@ def test_drift_detector_sigkill_mid_window_keeps_its_window_and_joins(
     finally:
         producer.close()
 
-    expected_rows = rows_before + written_since_start()
     expected_joined = labels_before["joined"] + len(driver.labels)
-    drift.wait(
-        lambda: f"window rows {expected_rows}, {expected_joined} joined labels: {drift_totals(drift)}",
-        lambda: (
-            drift_totals(drift)[0] >= expected_rows and drift_totals(drift)[1]["joined"] >= expected_joined
-        ),
-        240,
+    seen: dict[str, Any] = {}
+
+    def matches() -> bool:
+        # Both sides read together: other traffic the predictor scores may still be arriving, so
+        # the window must come to hold exactly what was written (more: counted twice; less: lost).
+        seen["written"] = rows_before + written_since_start()
+        seen["rows"], seen["labels"] = drift_totals(drift)
+        return seen["rows"] == seen["written"] and seen["labels"]["joined"] == expected_joined
+
+    drift.wait(lambda: f"window rows == predictions written, {expected_joined} joined: {seen}", matches, 240)
+    ledger.note(f"window rows {seen['rows']}, joined {seen['labels']['joined']}")
+    assert seen["labels"]["duplicate_predictions"] == labels_before["duplicate_predictions"], seen
+    ledger.assert_exactly_once()
+
+
+# --------------------------------------------------------------------------- services on fresh topics
+
+
+class Publisher:
+    """Events straight onto a service's fresh input topics (what the upstream services would send)."""
+
+    def __init__(self, settings: PlatformSettings, serde: AvroSerde) -> None:
+        self.producer = EventProducer(settings, "chaos-test", serde)
+
+    def send(
+        self, topic: str, contract: Topic, payload: dict[str, Any], key: str, source: str = "chaos"
+    ) -> str:
+        """Produce one event; returns its event id (flushed by :meth:`flush`)."""
+        event = make_event(source, payload)
+        self.producer.produce(topic, event, key=key, schema_topic=contract)
+        self.producer.poll(0)
+        return str(event["envelope"]["event_id"])
+
+    def flush(self) -> None:
+        assert self.producer.flush(60) == 0, "events not acknowledged"
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+@pytest.fixture
+def publisher(platform_settings: PlatformSettings, serde: AvroSerde) -> Iterator[Publisher]:
+    sender = Publisher(platform_settings, serde)
+    yield sender
+    sender.close()
+
+
+def test_alerter_sigkill_mid_delivery_sends_every_alert_once_and_keeps_open_alerts(
+    platform_settings: PlatformSettings,
+    publisher: Publisher,
+    launcher: ServiceLauncher,
+    tmp_path: Path,
+    chaos_ledger: Callable[..., Ledger],
+) -> None:
+    """Alerts flow while the alerter is killed: each is delivered to the webhook once, none lost,
+    and the open alerts are the same after the restart.
+
+    Needs the alerter's delivery journal (a delivery recorded before it is attempted, finished
+    or retried after a crash, never repeated once confirmed).
+    """
+    ledger = chaos_ledger()
+    topic = fresh_topic(platform_settings, "alerts", 1)
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("defaults: {cooldown: 10m}\nroutes:\n  - name: default\n    channels: [webhook]\n")
+    with AlertSinks() as sinks:
+        alerter = launcher.start(
+            "alerter",
+            "ALERTER_",
+            {
+                **connection_env(platform_settings),
+                "ALERTER_ALERTS_TOPIC": topic,
+                "ALERTER_GROUP_ID": f"chaos-alerter-{uuid.uuid4().hex[:8]}",
+                "ALERTER_INSTANCE_ID": f"chaos-{uuid.uuid4().hex[:6]}",
+                "ALERTER_ROUTES_FILE": str(routes),
+                "ALERTER_WEBHOOK_URL": sinks.webhook_url,
+                "ALERTER_DELIVERY_BACKOFF_BASE_S": "0.3",
+                "ALERTER_DELIVERY_BACKOFF_JITTER": "0",
+            },
+            timeout_s=120,
+            stop_timeout_s=60,
+        )
+
+        def delivered() -> list[str]:
+            return [
+                str(r.body["alert_id"])
+                for r in sinks.requests("/webhook")
+                if isinstance(r.body, dict) and r.body.get("kind") == "notify"
+            ]
+
+        def publish(n: int) -> None:
+            alert_id = f"chaos-alert-{uuid.uuid4().hex[:6]}-{n}"
+            payload: dict[str, Any] = {
+                "alert_id": alert_id,
+                "severity": "HIGH",
+                "title": f"chaos alert {n}",
+                "message": "raised by the chaos test",
+                "dedup_key": alert_id,
+                "status": "firing",
+                "labels": {},
+                "related_event_id": None,
+            }
+            publisher.send(topic, Topic.SYSTEM_ALERTS, payload, key=alert_id, source="drift-detector")
+            ledger.sent(alert_id)
+
+        for n in range(40):
+            publish(n)
+        publisher.flush()
+        alerter.wait("half of the deliveries", lambda: len(delivered()) >= 20, 120)
+        # Deliveries are in flight: the kill lands among them; more alerts arrive while it is down.
+        open_before = {a["alert_id"]: a["status"] for a in alerter.json("/alerts", status="open", limit=1000)}
+        recovery = ledger.fault("alerter")
+        alerter.kill()
+        for n in range(40, 80):
+            publish(n)
+        publisher.flush()
+        alerter.restart()
+        recovery.restarted()
+        alerter.wait_for("/ready", timeout_s=120)
+        recovery.ready()
+
+        def complete() -> bool:
+            ledger.recount(delivered())
+            return ledger.complete()
+
+        alerter.wait(ledger.summary, complete, 180)
+        ledger.recount(delivered())
+        open_after = {a["alert_id"]: a["status"] for a in alerter.json("/alerts", status="open", limit=1000)}
+    assert {k: open_after.get(k) for k in open_before} == open_before, "open alerts changed over the restart"
+    ledger.assert_exactly_once()
+
+
+def test_auto_responder_sigkill_mid_stream_decides_each_trigger_once_and_keeps_its_history(
+    platform_settings: PlatformSettings,
+    publisher: Publisher,
+    launcher: ServiceLauncher,
+    chaos_ledger: Callable[..., Ledger],
+) -> None:
+    """Triggers keep coming while the auto-responder is killed: each gets exactly one decision
+    record, and the history served before the kill is served unchanged after it."""
+    ledger = chaos_ledger()
+    names = ("drift", "degraded", "evaluation", "health", "alerts", "actions", "request", "feedback")
+    topics = {name: fresh_topic(platform_settings, f"responder-{name}", 1) for name in names}
+    model = f"chaos_responder_{uuid.uuid4().hex[:8]}"
+    responder = launcher.start(
+        "auto_responder",
+        "RESPONDER_",
+        {
+            **connection_env(platform_settings),
+            **{f"RESPONDER_{name.upper()}_TOPIC": topic for name, topic in topics.items()},
+            "RESPONDER_MODEL_NAME": model,
+            "RESPONDER_GROUP_ID": f"chaos-responder-{uuid.uuid4().hex[:8]}",
+            "RESPONDER_INSTANCE_ID": f"chaos-{uuid.uuid4().hex[:6]}",
+            # Never touch the local stack's real instances from a test.
+            "RESPONDER_SCALE_COMMAND": "[]",
+        },
+        timeout_s=300,
+        stop_timeout_s=60,
     )
-    rows, labels = drift_totals(drift)
-    ledger.note(
-        f"window rows {rows} (expected {expected_rows}), "
-        f"joined {labels['joined']} (expected {expected_joined})"
+
+    def history() -> list[dict[str, Any]]:
+        return list(responder.json("/actions", limit=5000)["actions"])
+
+    def decided() -> list[str]:
+        return [str(r["trigger_event_id"]) for r in history() if r.get("trigger_event_id")]
+
+    def degraded(n: int) -> None:
+        payload = {
+            "model_name": model,
+            "model_version": str(n + 2),
+            "ab_arm": "challenger",
+            "severity": "MEDIUM",
+            "metric": "auc_roc",
+            "baseline_value": 0.95,
+            "current_value": 0.6,
+            "performance_drop": 0.37,
+            "baseline_metrics": {"auc_roc": 0.95},
+            "current_metrics": {"auc_roc": 0.6},
+            "samples": 900,
+            "action_hint": "rollback",
+        }
+        ledger.sent(publisher.send(topics["degraded"], Topic.MODEL_PERFORMANCE_DEGRADED, payload, model))
+
+    for n in range(20):
+        degraded(n)
+    publisher.flush()
+    responder.wait("some decisions", lambda: len(set(decided()) & set(ledger.sent_ids)) >= 8, 180)
+    kill_and_restart(responder, ledger, "auto-responder")
+    before = {r["action_id"]: r for r in history()}
+    for n in range(20, 40):
+        degraded(n)
+    publisher.flush()
+
+    def complete() -> bool:
+        ledger.recount(decided())
+        return ledger.complete()
+
+    responder.wait(ledger.summary, complete, 240)
+    after = {r["action_id"]: r for r in history()}
+    assert {k: after.get(k) for k in before} == before, "the history changed after the restart"
+    ledger.recount(decided())
+    ledger.assert_exactly_once()
+
+
+def test_recommender_sigkill_mid_stream_keeps_served_users_and_counts_every_interaction_once(
+    platform_settings: PlatformSettings,
+    publisher: Publisher,
+    launcher: ServiceLauncher,
+    tmp_path: Path,
+    chaos_ledger: Callable[..., Ledger],
+) -> None:
+    """Users served before the kill get the same profile and recommendations after it; users
+    whose interactions straddle the kill end with each interaction counted once."""
+    ledger = chaos_ledger()
+    app_id, topics = new_run()
+    create_topics(platform_settings, topics)
+    recommender = launcher.start(
+        "recommender",
+        "RECOMMENDER_",
+        {**connection_env(platform_settings), **recommender_env(app_id, topics, tmp_path)},
+        timeout_s=180,
+        stop_timeout_s=90,
     )
-    assert rows == expected_rows, "the window counted a prediction twice"
-    assert labels["joined"] == expected_joined, labels
-    assert labels["duplicate_predictions"] == labels_before["duplicate_predictions"], labels
+    items = [item.item_id for item in load_items().items][:40]
+    served = [f"chaos-u-{uuid.uuid4().hex[:6]}-{n}" for n in range(20)]
+    straddling = [f"chaos-v-{uuid.uuid4().hex[:6]}-{n}" for n in range(40)]
+    per_user = 3
+
+    def interact(users: list[str], rounds: range) -> None:
+        for r in rounds:
+            for n, user in enumerate(users):
+                payload = {
+                    "user_id": user,
+                    "item_id": items[(n + r) % len(items)],
+                    "interaction_type": "view",
+                }
+                publisher.send(
+                    topics[Topic.BUSINESS_USER_INTERACTION], Topic.BUSINESS_USER_INTERACTION, payload, user
+                )
+                ledger.sent(f"{user}#{r}")
+        publisher.flush()
+
+    def interactions(user: str) -> int:
+        response = recommender.get(f"/users/{user}/profile")
+        return int(response.json()["interactions"]) if response.status_code == 200 else 0
+
+    interact(served, range(per_user))
+    recommender.wait(
+        "the served users' profiles", lambda: all(interactions(u) == per_user for u in served), 180
+    )
+    core = ("genres", "dominant_genre", "interactions", "counts", "updated_at", "recent_activity")
+    profiles = {u: {k: recommender.json(f"/users/{u}/profile")[k] for k in core} for u in served}
+    recommendations = {u: recommender.json(f"/recommendations/{u}")["recommendation_id"] for u in served}
+
+    interact(straddling, range(2))
+    recovery = ledger.fault("recommender")
+    recommender.kill()
+    interact(straddling, range(2, per_user))
+    recommender.restart()
+    recovery.restarted()
+    recommender.wait_for("/ready", timeout_s=180)
+    recovery.ready()
+
+    def counted() -> list[str]:
+        ids: list[str] = []
+        for user in [*served, *straddling]:
+            ids += [f"{user}#{r}" for r in range(interactions(user))]
+        return ids
+
+    def complete() -> bool:
+        ledger.recount(counted())
+        return ledger.complete()
+
+    recommender.wait(ledger.summary, complete, 240)
+    ledger.recount(counted())
+    ledger.note("counted by each profile's interaction total")
+    assert {u: {k: recommender.json(f"/users/{u}/profile")[k] for k in core} for u in served} == profiles
+    assert {
+        u: recommender.json(f"/recommendations/{u}")["recommendation_id"] for u in served
+    } == recommendations
     ledger.assert_exactly_once()

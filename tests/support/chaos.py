@@ -293,13 +293,19 @@ def committed_ids(
         consumer.close()
 
 
-def positions(settings: PlatformSettings, *topics: str) -> list[TopicPartition]:
-    """The current end of every partition of ``topics``: where a scenario's output starts."""
+def positions(settings: PlatformSettings, *topics: str, beginning: bool = False) -> list[TopicPartition]:
+    """The current end of every partition of ``topics``: where a scenario's output starts.
+
+    With ``beginning``: offset 0 of every partition (a fresh topic, read in full).
+    """
     consumer = Consumer({**settings.common_kafka_config(), "group.id": f"chaos-pos-{uuid.uuid4().hex[:8]}"})
     try:
         found = []
         for topic in topics:
             for partition in sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions):
+                if beginning:
+                    found.append(TopicPartition(topic, partition, 0))
+                    continue
                 _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
                 found.append(TopicPartition(topic, partition, int(high)))
         return found
