@@ -607,6 +607,55 @@ def test_restart_neither_repeats_an_action_nor_forgets_cooldowns(
     assert second.metric("responder_history_replayed_records") == 2
 
 
+def test_a_retrain_killed_midway_is_reported_interrupted_exactly_once(
+    stage: Stage,
+    start_responder: Callable[..., ResponderProcess],
+    producer: EventProducer,
+    topic_tail: Callable[..., TopicTail],
+) -> None:
+    # The retrain waits for late labels before reading its data: long enough to be killed in.
+    env = {"RESPONDER_RETRAIN_SETTLE_S": "600"}
+    first = start_responder(**env)
+    watch = topic_tail(
+        {Topic.SYSTEM_ACTIONS: Topic.SYSTEM_ACTIONS, stage.topics["alerts"]: Topic.SYSTEM_ALERTS}
+    )
+    drift = publish(producer, Topic.DATA_DRIFT_DETECTED, "drift-detector", drift_payload(stage.model_name))
+    drift_id = drift["envelope"]["event_id"]
+    [started] = first.wait_actions(lambda rs: len(rs) == 1, trigger_event_id=drift_id)
+    assert (started["action"], started["status"]) == ("retrain", "started")
+    first.service.wait(
+        "the retrain to be running", lambda: [r["action_id"] for r in first.get("/actions")["running"]], 60
+    )
+    first.service.kill()  # SIGKILL in the middle of the retrain: no terminal record
+
+    second = start_responder(**env)  # same consumer group: the trigger's offset was committed
+    records = second.wait_actions(lambda rs: len(rs) == 2, trigger_event_id=drift_id)
+    assert by_trigger(records, drift_id) == [("retrain", "started"), ("retrain", "failed")]
+    closed = records[-1]
+    assert closed["action_id"] == started["action_id"]
+    assert (
+        closed["details"]["reason"] == "interrupted by restart" and closed["details"]["interrupted"] == "true"
+    )
+    assert second.get("/actions")["running"] == []  # not run again
+    assert second.metric("responder_actions_interrupted_total", action="retrain") == 1
+    assert second.get("/actions")["success_ratio"] == 0.0  # the failure counts
+    failure = watch.wait(stage.topics["alerts"], related_event_id=drift_id, severity="HIGH")
+    assert [a["dedup_key"] for a in failure if "interrupted by restart" in a["message"]] == [
+        f"data_drift_detected:{stage.model_name}:amount:retrain-failed"
+    ]
+
+    # Another restart finds nothing to close: still exactly one terminal record.
+    assert second.service.stop() in (0, -signal.SIGTERM)
+    third = start_responder(**env)
+    records = third.wait_actions(lambda rs: len(rs) >= 2, trigger_event_id=drift_id)
+    assert by_trigger(records, drift_id) == [("retrain", "started"), ("retrain", "failed")]
+    assert third.metric("responder_actions_interrupted_total", action="retrain") == 0
+    watch.drain(quiet_s=3)
+    on_topic = [a["status"] for a in watch.on(Topic.SYSTEM_ACTIONS, action_id=started["action_id"])]
+    assert on_topic == ["started", "failed"]
+    assert len([a for a in watch.on(stage.topics["alerts"]) if "interrupted by restart" in a["message"]]) == 1
+
+
 def test_a_predictor_that_stops_beating_is_rolled_back_and_recovery_resolves_the_alert(
     stage: Stage,
     start_responder: Callable[..., ResponderProcess],

@@ -267,8 +267,16 @@ def test_an_action_interrupted_by_a_restart_is_closed_not_repeated(clock):
     [closed] = [ActionRecord.from_value(v) for v in producer2.on(Topic.SYSTEM_ACTIONS)]
     assert (closed.action_id, closed.status) == (started[0].action_id, "failed")
     assert "interrupted" in closed.outcome
+    assert closed.details["reason"] == "interrupted by restart"
+    # A person is told, once: the action's failure alert.
+    [alert] = producer2.on(Topic.SYSTEM_ALERTS)
+    assert alert["dedup_key"].endswith("retrain-failed") and "interrupted by restart" in alert["message"]
     assert second.history.unfinished() == []
+    second._close_interrupted()  # nothing left to close: no second record, no second alert
+    assert len(producer2.on(Topic.SYSTEM_ACTIONS)) == 1 and len(producer2.on(Topic.SYSTEM_ALERTS)) == 1
     assert second.handle(Topic.DATA_DRIFT_DETECTED, value) == []
+    [cooled] = second.handle(Topic.DATA_DRIFT_DETECTED, drift(clock))  # the started record's cooldown holds
+    assert (cooled.status, cooled.suppressed_reason) == ("suppressed", "cooldown")
     assert executors2.retrains == 0
     _executors.gate.set()
 

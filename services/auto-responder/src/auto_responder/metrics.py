@@ -30,6 +30,11 @@ ACTION_SECONDS = Histogram(
     ["action", "status"],
     buckets=ACTION_BUCKETS,
 )
+INTERRUPTED = Counter(
+    "responder_actions_interrupted_total",
+    "Actions found started but never finished at start (the process died meanwhile), closed as failed",
+    ["action"],
+)
 IN_PROGRESS = Gauge("responder_actions_in_progress", "Actions running now", ["action"])
 TRIGGERS = Counter(
     "responder_trigger_events_total",
