@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from alerter.channels import WebhookChannel, email_message
+from alerter.config import Settings
 from alerter.dispatcher import Dispatcher
 from alerter.engine import DeliveryJob
 from alerter.journal import (
@@ -19,6 +20,8 @@ from alerter.journal import (
     JournalUnavailable,
 )
 from alerter.models import DeliveryKind, Notification, Severity
+from alerter.routing import RoutingConfig
+from alerter.service import AlerterService
 
 
 class MemoryStore:
@@ -243,3 +246,46 @@ def test_channels_carry_the_delivery_id() -> None:
     first = email_message(notification(), "a@x", ["b@x"], "A1/email/notify-1")
     again = email_message(notification(), "a@x", ["b@x"], "A1/email/notify-1")
     assert first["Message-ID"] == again["Message-ID"] and first["X-Delivery-Id"] == "A1/email/notify-1"
+
+
+class StoreOnMemory(MemoryStore):
+    """The service's view of the Kafka store: ``ensure_topic`` fails when the topic is refused."""
+
+    def __init__(self, refused: bool = False) -> None:
+        super().__init__()
+        self.refused = refused
+
+    def ensure_topic(self) -> None:
+        if self.refused:
+            raise JournalUnavailable("TOPIC_AUTHORIZATION_FAILED")
+
+
+def service_with(store: StoreOnMemory) -> tuple[AlerterService, list[DeliveryJob]]:
+    routing = RoutingConfig.from_dict({"routes": [{"name": "all", "channels": ["webhook"]}]})
+    service = AlerterService(Settings(restore_lookback_s=0, webhook_url="http://sink/webhook"), routing)
+    service.journal_store = store  # type: ignore[assignment]
+    service.journal = DeliveryJournal(store, retention_s=3600)
+    submitted: list[DeliveryJob] = []
+    service.dispatcher.submit = submitted.extend  # type: ignore[method-assign]
+    return service, submitted
+
+
+def test_service_resumes_pending_deliveries_and_skips_confirmed_ones() -> None:
+    store = StoreOnMemory()
+    earlier = DeliveryJournal(store, retention_s=3600)
+    sent, _ = earlier.begin([job(alert_id="A1"), job(alert_id="A2")])
+    earlier.finish(sent[0], state="delivered", attempts=1, error=None)
+
+    service, submitted = service_with(store)
+    assert service.resume_deliveries() == 1
+    assert [j.delivery_id for j in submitted] == ["A2/webhook/notify-1"]
+    service.send([job(alert_id="A1"), job(alert_id="A2"), job(alert_id="A3")])
+    assert [j.delivery_id for j in submitted] == ["A2/webhook/notify-1", "A3/webhook/notify-1"]
+
+
+def test_service_runs_without_a_journal_it_cannot_create() -> None:
+    service, submitted = service_with(StoreOnMemory(refused=True))
+    assert service.resume_deliveries() == 0
+    assert service.journal is None and service.dispatcher.on_finish is None
+    service.send([job(alert_id="A1")])  # delivered all the same, without waiting on Kafka
+    assert [j.delivery_id for j in submitted] == ["A1/webhook/notify-1"]
