@@ -467,82 +467,6 @@ def test_registry_outage_keeps_serving_the_last_good_model(
         registry.promote("2")  # directly, not through the proxy: the predictor cannot see it
         producer.publish(
             topics.deployed,
-
-
-def test_each_window_reports_what_was_scored(
-    platform_settings: PlatformSettings,
-    serde: AvroSerde,
-    topics: Topics,
-    model_name: str,
-    registry: ModelRegistry,
-    launcher: ServiceLauncher,
-    producer: EventProducer,
-    consumer_factory: Callable[..., Consumer],
-    topic_factory: Callable[..., str],
-    topic_tail: Callable[..., TopicTail],
-) -> None:
-    registry.set_alias("champion", "1")
-    registry.set_alias("challenger", "2")
-    processed = topic_factory("data-processed")
-    tail = topic_tail({processed: Topic.DATA_PROCESSED})
-    window_s = 2.0
-    start_predictor(
-        launcher,
-        platform_settings,
-        topics,
-        model_name,
-        PREDICTOR_PROCESSED_TOPIC=processed,
-        PREDICTOR_PROCESSED_WINDOW_S=str(window_s),
-    )
-    txns = transactions(400)
-    send_requests(producer, topics.request, txns)
-    unscorable = make_event("test", {**transactions(1, prefix="bad")[0], "transaction_id": ""})
-    producer.produce(topics.request, unscorable, b"bad", schema_topic=Topic.PREDICTION_REQUEST.value)
-    assert producer.flush(30) == 0
-    results = read_results(consumer_factory(topics.completed), serde, len(txns))
-    assert_exactly_once(results, [t["transaction_id"] for t in txns])
-
-    def windows() -> list[dict[str, Any]]:
-        tail.poll(0.5)
-        return tail.on(processed)
-
-    def totals_reached() -> bool:
-        seen = windows()
-        return (
-            sum(w["events"] for w in seen) >= len(txns)
-            and sum(w["invalid"] for w in seen) >= 1
-            and sum(w["dead_letters"] for w in seen) >= 1
-        )
-
-    wait_until(totals_reached, 90, "data.processed windows covering every request", log=lambda: windows())
-    seen = windows()
-    assert {r.key for r in tail.records(processed)} == {seen[0]["instance_id"]}
-    assert sum(w["events"] for w in seen) == len(txns)
-    assert sum(w["invalid"] for w in seen) == 1
-    assert sum(w["dead_letters"] for w in seen) == 1
-
-    # Per version and arm, per risk level, and the mean score: what prediction.completed says.
-    expected = Counter((r["model_version"], r["ab_arm"]) for r in results)
-    counted: Counter[tuple[str, str]] = Counter()
-    for window in seen:
-        for entry in window["by_model"]:
-            counted[(entry["model_version"], entry["ab_arm"])] += entry["events"]
-    assert counted == expected
-    levels: Counter[str] = Counter()
-    for window in seen:
-        levels.update(window["risk_levels"])
-    assert +levels == Counter(r["risk_level"] for r in results)
-    weighted = sum(w["fraud_probability_mean"] * w["events"] for w in seen if w["events"])
-    mean = sum(r["fraud_probability"] for r in results) / len(results)
-    assert weighted / len(txns) == pytest.approx(mean, rel=1e-9)
-    assert all(w["latency_p50_ms"] <= w["latency_p99_ms"] for w in seen if w["events"])
-
-    # Windows follow each other without gaps, on boundaries aligned to their length.
-    for before, after in zip(seen, seen[1:], strict=False):
-        assert after["window_start"] == before["window_end"]
-    for window in seen:
-        assert window["window_end"].timestamp() % window_s == 0
-        assert window["model_name"] == model_name and window["service"] == "predictor"
             deployed_event(model_name, "champion", "2", "1", "promote"),
             schema_topic=DEPLOYED,
         )
@@ -637,3 +561,79 @@ def test_instances_in_one_group_share_the_partitions(
         for p in (first, second)
     ]
     assert all(n > 0 for n in scored) and sum(scored) == len(txns), scored
+
+
+def test_each_window_reports_what_was_scored(
+    platform_settings: PlatformSettings,
+    serde: AvroSerde,
+    topics: Topics,
+    model_name: str,
+    registry: ModelRegistry,
+    launcher: ServiceLauncher,
+    producer: EventProducer,
+    consumer_factory: Callable[..., Consumer],
+    topic_factory: Callable[..., str],
+    topic_tail: Callable[..., TopicTail],
+) -> None:
+    registry.set_alias("champion", "1")
+    registry.set_alias("challenger", "2")
+    processed = topic_factory("data-processed")
+    tail = topic_tail({processed: Topic.DATA_PROCESSED})
+    window_s = 2.0
+    start_predictor(
+        launcher,
+        platform_settings,
+        topics,
+        model_name,
+        PREDICTOR_PROCESSED_TOPIC=processed,
+        PREDICTOR_PROCESSED_WINDOW_S=str(window_s),
+    )
+    txns = transactions(400)
+    send_requests(producer, topics.request, txns)
+    unscorable = make_event("test", {**transactions(1, prefix="bad")[0], "transaction_id": ""})
+    producer.produce(topics.request, unscorable, b"bad", schema_topic=Topic.PREDICTION_REQUEST.value)
+    assert producer.flush(30) == 0
+    results = read_results(consumer_factory(topics.completed), serde, len(txns))
+    assert_exactly_once(results, [t["transaction_id"] for t in txns])
+
+    def windows() -> list[dict[str, Any]]:
+        tail.poll(0.5)
+        return tail.on(processed)
+
+    def totals_reached() -> bool:
+        seen = windows()
+        return (
+            sum(w["events"] for w in seen) >= len(txns)
+            and sum(w["invalid"] for w in seen) >= 1
+            and sum(w["dead_letters"] for w in seen) >= 1
+        )
+
+    wait_until(totals_reached, 90, "data.processed windows covering every request", log=lambda: windows())
+    seen = windows()
+    assert {r.key for r in tail.records(processed)} == {seen[0]["instance_id"]}
+    assert sum(w["events"] for w in seen) == len(txns)
+    assert sum(w["invalid"] for w in seen) == 1
+    assert sum(w["dead_letters"] for w in seen) == 1
+
+    # Per version and arm, per risk level, and the mean score: what prediction.completed says.
+    expected = Counter((r["model_version"], r["ab_arm"]) for r in results)
+    counted: Counter[tuple[str, str]] = Counter()
+    for window in seen:
+        for entry in window["by_model"]:
+            counted[(entry["model_version"], entry["ab_arm"])] += entry["events"]
+    assert counted == expected
+    levels: Counter[str] = Counter()
+    for window in seen:
+        levels.update(window["risk_levels"])
+    assert +levels == Counter(r["risk_level"] for r in results)
+    weighted = sum(w["fraud_probability_mean"] * w["events"] for w in seen if w["events"])
+    mean = sum(r["fraud_probability"] for r in results) / len(results)
+    assert weighted / len(txns) == pytest.approx(mean, rel=1e-9)
+    assert all(w["latency_p50_ms"] <= w["latency_p99_ms"] for w in seen if w["events"])
+
+    # Windows follow each other without gaps, on boundaries aligned to their length.
+    for before, after in zip(seen, seen[1:], strict=False):
+        assert after["window_start"] == before["window_end"]
+    for window in seen:
+        assert window["window_end"].timestamp() % window_s == 0
+        assert window["model_name"] == model_name and window["service"] == "predictor"
