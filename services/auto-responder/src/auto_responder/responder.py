@@ -84,6 +84,10 @@ def policy_config(settings: Settings) -> PolicyConfig:
     )
 
 
+# The reason given for an action closed as failed because the process died while it ran.
+INTERRUPTED_REASON = "interrupted by restart"
+
+
 @dataclass
 class _Running:
     ctx: ActionContext
@@ -614,6 +618,16 @@ class Responder:
         return source == self.settings.service_name and record.model_name == self.settings.model_name
 
     def _close_interrupted(self) -> None:
+        """Close every action ``started`` but never finished (the process died while it ran).
+
+        An action's ``started`` record is acknowledged before it runs, so after a crash
+        the replayed history knows it. It is not repeated (a half-done retrain or alias
+        move is not safe to run blind): a terminal ``failed`` record with reason
+        ``interrupted by restart`` goes to ``system.actions`` (so history, metrics and the
+        success ratio stay truthful; the ``started`` record already holds the cooldown),
+        then an alert tells a person to look. The record is stored first: a crash between
+        the two loses at most the alert, never closes the action twice.
+        """
         for started in self.history.unfinished():
             try:
                 action = Action(started.action)
@@ -635,12 +649,14 @@ class Responder:
                 actor=started.actor,
             )
             outcome = (
-                f"interrupted: the auto-responder stopped before this {started.action} finished "
+                f"{INTERRUPTED_REASON}: the auto-responder stopped before this {started.action} finished "
                 f"(started {started.at.isoformat()}); not repeated"
             )
-            details = {"interrupted": "true", "policy_key": started.policy_key}
+            details = {"interrupted": "true", "reason": INTERRUPTED_REASON, "policy_key": started.policy_key}
             self._publish(ctx, Status.FAILED, outcome, details=details, cause=started.envelope)
+            metrics.INTERRUPTED.labels(started.action).inc()
             log.warning("action_interrupted", action_id=started.action_id, action=started.action)
+            self._notify(ctx, ActionResult.fail(outcome))
 
     def start(self) -> None:
         """Replay the history, then watch heartbeats (runtime ``on_start`` hook)."""
