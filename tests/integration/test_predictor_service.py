@@ -9,12 +9,10 @@ Deadlines only bound how long a test waits for something to happen; nothing asse
 from __future__ import annotations
 
 import math
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -32,8 +30,20 @@ from mlops_platform.settings import PlatformSettings
 from predictor.ab import ABRouter
 from predictor.risk import RiskThresholds
 from tests.support.models import LoggedModel, delete_model, log_small_models, register_copies
-from tests.support.processes import ServiceLauncher, ServiceProcess, connection_env, wait_until
-from tests.support.scoring import COMPLETED, DEPLOYED, decode, deployed_event, send_requests, transactions
+from tests.support.processes import ServiceLauncher, ServiceProcess, wait_until
+from tests.support.scoring import (
+    COMPLETED,
+    DEPLOYED,
+    Streamer,
+    Topics,
+    assert_exactly_once,
+    decode,
+    deployed_event,
+    read_results,
+    send_requests,
+    start_predictor,
+    transactions,
+)
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.topics import TopicTail, consume, drain
 
@@ -41,14 +51,6 @@ pytestmark = pytest.mark.integration
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@dataclass(frozen=True)
-class Topics:
-    request: str
-    completed: str
-    deployed: str
-    dead_letters: str
 
 
 @pytest.fixture(scope="module")
@@ -87,49 +89,6 @@ def producer(platform_settings: PlatformSettings, serde: AvroSerde) -> Iterator[
     producer.close()
 
 
-def predictor_env(
-    settings: PlatformSettings, topics: Topics, model_name: str, **extra: str
-) -> dict[str, str]:
-    return {
-        **connection_env(settings),
-        "PREDICTOR_MODEL_NAME": model_name,
-        "PREDICTOR_REQUEST_TOPIC": topics.request,
-        "PREDICTOR_COMPLETED_TOPIC": topics.completed,
-        "PREDICTOR_MODEL_EVENTS_TOPIC": topics.deployed,
-        "PREDICTOR_DEAD_LETTER_TOPIC": topics.dead_letters,
-        "PREDICTOR_GROUP_ID": f"test-predictor-{uuid.uuid4().hex[:8]}",
-        "PREDICTOR_INSTANCE_ID": f"test-{uuid.uuid4().hex[:8]}",
-        "PREDICTOR_SESSION_TIMEOUT_MS": "6000",
-        **extra,
-    }
-
-
-def start_predictor(
-    launcher: ServiceLauncher,
-    settings: PlatformSettings,
-    topics: Topics,
-    model_name: str,
-    wait_for: str | None = "/ready",
-    **extra: str,
-) -> ServiceProcess:
-    return launcher.start(
-        "predictor", "PREDICTOR_", predictor_env(settings, topics, model_name, **extra), wait_for=wait_for
-    )
-
-
-def read_results(
-    consumer: Consumer, serde: AvroSerde, count: int, timeout_s: float = 180
-) -> list[dict[str, Any]]:
-    """``count`` predictions, then whatever else arrives until the topic is quiet."""
-    messages = consume(consumer, count, timeout_s=timeout_s)
-    messages += drain(consumer, quiet_s=3)
-    results = decode(serde, messages, COMPLETED)
-    for msg, result in zip(messages, results, strict=True):
-        result["_partition"] = msg.partition()
-        result["_key"] = msg.key()
-    return results
-
-
 def model_info(predictor: ServiceProcess) -> dict[str, Any]:
     response = predictor.get("/model")
     assert response.status_code == 200, response.text
@@ -140,59 +99,6 @@ def model_info(predictor: ServiceProcess) -> dict[str, Any]:
 def champion_version(predictor: ServiceProcess) -> str | None:
     champion = model_info(predictor)["champion"]
     return champion["version"] if champion else None
-
-
-def assert_exactly_once(results: list[dict[str, Any]], sent_ids: list[str]) -> None:
-    counts = Counter(r["transaction_id"] for r in results)
-    duplicates = {tid: n for tid, n in counts.items() if n > 1}
-    missing = set(sent_ids) - set(counts)
-    unexpected = set(counts) - set(sent_ids)
-    assert not duplicates, (
-        f"{len(duplicates)} transactions scored more than once, e.g. {list(duplicates)[:5]}"
-    )
-    assert not missing, f"{len(missing)} transactions never scored, e.g. {sorted(missing)[:5]}"
-    assert not unexpected, f"unexpected predictions: {sorted(unexpected)[:5]}"
-
-
-class Streamer:
-    """Publishes requests in the background at a modest pace until stopped."""
-
-    def __init__(self, producer: EventProducer, topic: str, per_tick: int = 20, tick_s: float = 0.05) -> None:
-        self.producer, self.topic, self.per_tick, self.tick_s = producer, topic, per_tick, tick_s
-        # (transaction id, wall time just before it was produced): a request whose send began
-        # after a moment was certainly written after it; its acknowledgement time says nothing
-        # of when the broker already had it (the flush may return well after the write).
-        self.sent: list[tuple[str, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.error: BaseException | None = None
-
-    def __enter__(self) -> Streamer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> list[str]:
-        self._stop.set()
-        self._thread.join(timeout=60)
-        if self.error is not None:
-            raise self.error
-        return [tid for tid, _ in self.sent]
-
-    def _run(self) -> None:
-        try:
-            tick = 0
-            while not self._stop.is_set():
-                batch = transactions(self.per_tick, seed=tick, prefix=f"s{tick}-{uuid.uuid4().hex[:6]}")
-                sending = time.time()
-                send_requests(self.producer, self.topic, batch)
-                self.sent.extend((t["transaction_id"], sending) for t in batch)
-                tick += 1
-                self._stop.wait(self.tick_s)
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
 
 
 # --------------------------------------------------------------------------- tests

@@ -2,13 +2,21 @@
 
 Transactions and request events come from the one traffic driver (``constellation.traffic``),
 so the tests send what the demo and the benchmark send.
+
+Predictor processes on private topics (:func:`start_predictor`), a background
+:class:`Streamer` of requests, and the exactly-once check of what came out are shared by
+the predictor's integration tests.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
@@ -18,6 +26,11 @@ from mlops_platform.contracts import Topic, make_event
 from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
+from tests.support.processes import connection_env
+from tests.support.topics import consume, drain
+
+if TYPE_CHECKING:
+    from tests.support.processes import ServiceLauncher, ServiceProcess
 
 REQUEST = Topic.PREDICTION_REQUEST.value
 COMPLETED = Topic.PREDICTION_COMPLETED.value
@@ -101,3 +114,115 @@ def reader_from(settings: PlatformSettings, topic: str, *, isolation: str = "rea
     )
     consumer.assign(end_offsets(settings, topic))
     return consumer
+
+
+# --------------------------------------------------------------------------- predictor processes
+
+
+@dataclass(frozen=True)
+class Topics:
+    """A predictor's topics in a test (private ones carrying the catalogue contracts)."""
+
+    request: str
+    completed: str
+    deployed: str
+    dead_letters: str
+
+
+def predictor_env(
+    settings: PlatformSettings, topics: Topics, model_name: str, **extra: str
+) -> dict[str, str]:
+    """A predictor instance's environment: its own group and instance id unless ``extra`` sets them."""
+    return {
+        **connection_env(settings),
+        "PREDICTOR_MODEL_NAME": model_name,
+        "PREDICTOR_REQUEST_TOPIC": topics.request,
+        "PREDICTOR_COMPLETED_TOPIC": topics.completed,
+        "PREDICTOR_MODEL_EVENTS_TOPIC": topics.deployed,
+        "PREDICTOR_DEAD_LETTER_TOPIC": topics.dead_letters,
+        "PREDICTOR_GROUP_ID": f"test-predictor-{uuid.uuid4().hex[:8]}",
+        "PREDICTOR_INSTANCE_ID": f"test-{uuid.uuid4().hex[:8]}",
+        "PREDICTOR_SESSION_TIMEOUT_MS": "6000",
+        **extra,
+    }
+
+
+def start_predictor(
+    launcher: ServiceLauncher,
+    settings: PlatformSettings,
+    topics: Topics,
+    model_name: str,
+    wait_for: str | None = "/ready",
+    **extra: str,
+) -> ServiceProcess:
+    """Start ``python -m predictor`` on ``topics`` (waits for ``wait_for`` to answer 200)."""
+    return launcher.start(
+        "predictor", "PREDICTOR_", predictor_env(settings, topics, model_name, **extra), wait_for=wait_for
+    )
+
+
+def read_results(
+    consumer: Consumer, serde: AvroSerde, count: int, timeout_s: float = 180
+) -> list[dict[str, Any]]:
+    """``count`` predictions, then whatever else arrives until the topic is quiet."""
+    messages = consume(consumer, count, timeout_s=timeout_s)
+    messages += drain(consumer, quiet_s=3)
+    results = decode(serde, messages, COMPLETED)
+    for msg, result in zip(messages, results, strict=True):
+        result["_partition"] = msg.partition()
+        result["_key"] = msg.key()
+    return results
+
+
+def assert_exactly_once(results: list[dict[str, Any]], sent_ids: list[str]) -> None:
+    """Every sent transaction scored once: none twice, none missing, nothing else."""
+    counts = Counter(r["transaction_id"] for r in results)
+    duplicates = {tid: n for tid, n in counts.items() if n > 1}
+    missing = set(sent_ids) - set(counts)
+    unexpected = set(counts) - set(sent_ids)
+    assert not duplicates, (
+        f"{len(duplicates)} transactions scored more than once, e.g. {list(duplicates)[:5]}"
+    )
+    assert not missing, f"{len(missing)} transactions never scored, e.g. {sorted(missing)[:5]}"
+    assert not unexpected, f"unexpected predictions: {sorted(unexpected)[:5]}"
+
+
+class Streamer:
+    """Publishes requests in the background at a modest pace until stopped."""
+
+    def __init__(self, producer: EventProducer, topic: str, per_tick: int = 20, tick_s: float = 0.05) -> None:
+        self.producer, self.topic, self.per_tick, self.tick_s = producer, topic, per_tick, tick_s
+        # (transaction id, wall time just before it was produced): a request whose send began
+        # after a moment was certainly written after it; its acknowledgement time says nothing
+        # of when the broker already had it (the flush may return well after the write).
+        self.sent: list[tuple[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def __enter__(self) -> Streamer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        if self.error is not None:
+            raise self.error
+        return [tid for tid, _ in self.sent]
+
+    def _run(self) -> None:
+        try:
+            tick = 0
+            while not self._stop.is_set():
+                batch = transactions(self.per_tick, seed=tick, prefix=f"s{tick}-{uuid.uuid4().hex[:6]}")
+                sending = time.time()
+                send_requests(self.producer, self.topic, batch)
+                self.sent.extend((t["transaction_id"], sending) for t in batch)
+                tick += 1
+                self._stop.wait(self.tick_s)
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc

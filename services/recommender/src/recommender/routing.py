@@ -57,10 +57,6 @@ class Route:
     unavailable: str | None = None
     """Why no member can answer right now (a 503 with this reason)."""
 
-    @property
-    def local(self) -> bool:
-        return self.owner is None and self.unavailable is None
-
 
 class FaustGroup(Protocol):
     """What routing reads of a running Faust app (``faust.App``)."""
