@@ -16,7 +16,7 @@ export SCHEMA_REGISTRY_URL ?= http://127.0.0.1:$(SCHEMA_REGISTRY_PORT)/apis/ccom
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
 
 .PHONY: help bootstrap stack-up stack-down stack-status up down status run test lint typecheck \
-        test-unit test-integration chaos provision check-schemas bench catalogue
+        test-unit test-integration chaos soak provision check-schemas bench catalogue scenarios
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -68,11 +68,17 @@ test-integration: stack-up ## integration and end-to-end tests against the real 
 chaos: stack-up ## chaos tier: SIGKILLs, poison records, broker/registry/MLflow outages; prints counts per scenario
 	@$(UV) run --frozen pytest tests/chaos
 
+soak: bootstrap ## soak run on the whole constellation: mixed traffic and a kill loop (MINUTES=60 KILL_EVERY=60)
+	@$(OPS) soak --minutes $(or $(MINUTES),60) --kill-every $(or $(KILL_EVERY),60)
+
 test: lint typecheck stack-up ## everything CI runs: lint, type-check, start the stack, all tests
 	@$(UV) run --frozen pytest tests
 
 bench: up ## scoring benchmark: pipeline (a predictor per core) vs naive vs raw pipe vs compute floor, ingest over HTTP
 	@$(OPS) bench
+
+scenarios: bootstrap ## incident scenario suite on the constellation: detection, false alarms, actions, recovery (ARGS="--only sudden_drift --stable-events 100000")
+	@$(OPS) scenarios $(ARGS)
 
 catalogue: bootstrap ## rewrite the files generated from schemas/services.yaml (scrape configs, README table)
 	@$(OPS) catalogue write

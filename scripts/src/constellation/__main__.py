@@ -14,7 +14,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "run": ("constellation.run", "the whole constellation and the live demo, in the foreground (make run)"),
     "demo": ("constellation.demo", "the demo scenario against a running constellation"),
+    "scenarios": (
+        "constellation.scenarios",
+        "incident scenario suite: detection delay, false alarms, actions, recovery (make scenarios)",
+    ),
     "bench": ("constellation.bench", "scoring benchmark: pipeline vs naive per-event vs raw Kafka pipe"),
+    "soak": (
+        "constellation.soak",
+        "soak run: mixed traffic with a kill loop; lost/duplicated, memory and lag (make soak)",
+    ),
     "bootstrap-model": ("constellation.bootstrap_model", "train and register the first @champion model"),
     "catalogue": ("constellation.catalogue", "write or check the files generated from schemas/services.yaml"),
     "acls": ("constellation.acls", "the Kafka ACLs derived from the service catalogue (show, apply)"),
