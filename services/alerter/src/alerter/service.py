@@ -260,7 +260,8 @@ class AlerterService:
                 continue
             routed += 1
             metrics.ALERTMANAGER_ALERTS.labels("direct").inc()
-            await run_in_threadpool(self.send, self.engine.process(AlertEvent.from_value(event)))
+            # Not journaled: Kafka just refused these, and the caller must not wait on it again.
+            self.dispatcher.submit(self.engine.process(AlertEvent.from_value(event)))
         return AlertmanagerOutcome(
             received=len(events),
             published=published,
