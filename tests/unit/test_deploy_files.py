@@ -423,6 +423,19 @@ def test_the_rendered_local_config_is_valid(tmp_path: Path, monkeypatch: pytest.
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_rendered_local_config_scrapes_the_node_exporter_only_when_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stack, "PROMETHEUS_HOME", tmp_path / "prometheus")
+    monkeypatch.setattr(stack, "SCRAPE_TARGETS", tmp_path / "prometheus" / "targets")
+    monkeypatch.setitem(stack.PORTS, "node-exporter", 19100)
+    monkeypatch.setattr(stack, "node_exporter_binary", lambda: "/usr/bin/prometheus-node-exporter")
+    targets = _scrape_targets(load_yaml(stack.render_prometheus_config()))
+    assert targets["node-exporter"] == [f"{stack.HOST}:19100"]
+    monkeypatch.setattr(stack, "node_exporter_binary", lambda: None)
+    assert "node-exporter" not in _scrape_targets(load_yaml(stack.render_prometheus_config()))
+
+
 # --------------------------------------------------------------------------- alertmanager
 
 

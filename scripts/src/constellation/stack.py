@@ -11,9 +11,11 @@
     python -m constellation stack provision           create missing topics, register schemas
 
 Everything lives under ``.stack/`` (git-ignored): binaries, data, logs and pid files.
-Prometheus and Alertmanager come from Debian's packages (``prometheus``,
-``prometheus-alertmanager``), installed on first use when running as root; without them
-the stack runs unobserved (a warning says so), and ``STACK_OBSERVABILITY=0`` skips them.
+Prometheus, Alertmanager and the node exporter come from Debian's packages (``prometheus``,
+``prometheus-alertmanager``, ``prometheus-node-exporter``), installed on first use when running
+as root; without them the stack runs unobserved (a warning says so; without the node
+exporter only the host figures lack, ``stack status`` says so), and ``STACK_OBSERVABILITY=0``
+skips them.
 Every command is idempotent: starting what already runs healthy does nothing, and a
 stale pid file is cleaned up. Ports and hosts come from the environment (see PORTS).
 
@@ -451,13 +453,19 @@ ALERTMANAGER_URL = f"http://{HOST}:{PORTS['alertmanager']}"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.local.yml"
 PROMETHEUS_RULES = ROOT / "deploy" / "prometheus" / "rules"
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.local.yml"
+# The node exporter's port (host CPU, memory, disk, load for the System dashboard), beside
+# the other observers' in PORTS.
+PORTS["node-exporter"] = _port("NODE_EXPORTER_PORT", 9100)
+NODE_EXPORTER_URL = f"http://{HOST}:{PORTS['node-exporter']}"
 # Debian package -> the binaries it ships (Debian renames Alertmanager's binary).
 OBSERVABILITY_PACKAGES = {
     "prometheus": ("prometheus",),
     "prometheus-alertmanager": ("prometheus-alertmanager", "alertmanager"),
+    "prometheus-node-exporter": ("prometheus-node-exporter", "node_exporter"),
 }
+NODE_EXPORTER_MISSING = "not installed (apt-get install prometheus-node-exporter): no host metrics"
 # Jobs of prometheus.local.yml that scrape infrastructure, and the PORTS entry of each.
-_INFRA_JOBS = {name: name for name in ("prometheus", "alertmanager", "schema-registry")}
+_INFRA_JOBS = {name: name for name in ("prometheus", "alertmanager", "schema-registry", "node-exporter")}
 
 
 def observability_enabled() -> bool:
@@ -480,8 +488,13 @@ def alertmanager_binary() -> str | None:
     return _which(*OBSERVABILITY_PACKAGES["prometheus-alertmanager"])
 
 
+def node_exporter_binary() -> str | None:
+    return _which(*OBSERVABILITY_PACKAGES["prometheus-node-exporter"])
+
+
 def install_observability() -> bool:
-    """Install Debian's Prometheus and Alertmanager when missing; True when both are there.
+    """Install Debian's Prometheus, Alertmanager and node exporter when missing; True when
+    Prometheus and Alertmanager are there (without the node exporter only host figures lack).
 
     Only as root with apt-get; otherwise (or when apt fails) a warning says how to install
     them and the stack goes on without: they are optional locally.
@@ -592,6 +605,11 @@ def render_prometheus_config() -> Path:
     for alertmanagers in config.get("alerting", {}).get("alertmanagers", []):
         for static in alertmanagers.get("static_configs", []):
             static["targets"] = [f"{HOST}:{PORTS['alertmanager']}"]
+    if node_exporter_binary() is None:
+        # Not installed: a job that can never be scraped would only fire InfrastructureTargetDown.
+        config["scrape_configs"] = [
+            job for job in config.get("scrape_configs", []) if job["job_name"] != "node-exporter"
+        ]
     for job in config.get("scrape_configs", []):
         name = job["job_name"]
         if name in SERVICE_BY_NAME:
@@ -666,6 +684,70 @@ def start_alertmanager() -> None:
         print(f"  alertmanager: started on {ALERTMANAGER_URL} (routes to the alerter's /alertmanager)")
 
 
+def node_exporter_running() -> bool:
+    return http_ok(f"{NODE_EXPORTER_URL}/metrics", timeout_s=5)
+
+
+def start_node_exporter() -> None:
+    """Debian's node exporter on NODE_EXPORTER_PORT (host CPU, memory, file systems, load)."""
+    if node_exporter_running():
+        print(f"  node-exporter: running on {NODE_EXPORTER_URL}")
+        return
+    binary = node_exporter_binary()
+    if binary is None:
+        raise StackError(f"node-exporter: {NODE_EXPORTER_MISSING}")
+    args = [
+        f"--web.listen-address={HOST}:{PORTS['node-exporter']}",
+        # The stack's processes are plain processes: systemd and the like have nothing to say.
+        "--no-collector.systemd",
+    ]
+    spawn("node-exporter", [binary, *args], platform_env())
+    wait_for("node-exporter", node_exporter_running, 60)
+    print(f"  node-exporter: started on {NODE_EXPORTER_URL}")
+
+
+def node_exporter_status() -> ComponentStatus:
+    """The node exporter's row of ``stack status`` (saying so when its package is missing)."""
+    pid = running_pid("node-exporter")
+    if pid is None and node_exporter_binary() is None:
+        return ComponentStatus(
+            "node-exporter", None, NODE_EXPORTER_URL, False, {"note": NODE_EXPORTER_MISSING}
+        )
+    return ComponentStatus("node-exporter", pid, NODE_EXPORTER_URL, node_exporter_running())
+
+
+AVAILABILITY_QUERY = "min by (service) (service_availability_ratio)"
+
+
+def service_availability() -> dict[str, float]:
+    """Availability per service measured from heartbeats: the auto-responder's view
+    (GET /availability), else its gauge in Prometheus; empty when neither answers."""
+    from urllib.parse import quote
+
+    responder = SERVICE_BY_NAME.get("auto-responder")
+    keys = api_keys.load(STATE)
+    if responder is not None and keys is not None:
+        body = http_json(
+            f"http://{HOST}:{responder.port}/availability",
+            timeout_s=2,
+            headers=keys.headers(api_keys.Role.VIEWER),
+        )
+        services = (body or {}).get("services")
+        if isinstance(services, dict):
+            return {
+                str(name): float(view["ratio"])
+                for name, view in services.items()
+                if isinstance(view, dict) and view.get("ratio") is not None
+            }
+    body = http_json(f"{PROMETHEUS_URL}/api/v1/query?query={quote(AVAILABILITY_QUERY)}", timeout_s=2)
+    result = ((body or {}).get("data") or {}).get("result") or []
+    return {
+        str(sample["metric"].get("service")): float(sample["value"][1])
+        for sample in result
+        if isinstance(sample, dict) and sample.get("metric", {}).get("service")
+    }
+
+
 def start_prometheus() -> None:
     config = render_prometheus_config()
     args = [
@@ -687,6 +769,10 @@ def start_observability() -> None:
         return
     if not install_observability():
         return
+    try:
+        start_node_exporter()
+    except StackError as exc:
+        print(f"  WARNING: {exc}")
     try:
         start_alertmanager()
         start_prometheus()
@@ -788,7 +874,7 @@ def ensure_champion() -> None:
 # --------------------------------------------------------------------------- commands
 
 
-INFRA = ["kafka", "schema-registry", "mlflow", "alertmanager", "prometheus"]
+INFRA = ["kafka", "schema-registry", "mlflow", "alertmanager", "node-exporter", "prometheus"]
 
 
 def up(infra_only: bool) -> None:
@@ -834,6 +920,8 @@ class ComponentStatus:
     url: str
     healthy: bool
     details: dict[str, object] = field(default_factory=dict)
+    #: a service's availability from its heartbeats (auto-responder), when known
+    availability: float | None = None
 
 
 def collect_status() -> list[ComponentStatus]:
@@ -855,13 +943,16 @@ def collect_status() -> list[ComponentStatus]:
             ALERTMANAGER_URL,
             http_ok(f"{ALERTMANAGER_URL}/-/ready"),
         ),
+        node_exporter_status(),
     ]
+    availability = service_availability()
     for spec in SERVICES:
         instances = _instance_names(spec) or [(spec.name, 1)]
         for name, index in instances:
             url = f"http://{HOST}:{instance_port(spec, index)}"
             rows.append(ComponentStatus(name, running_pid(name), url, False, _readiness(url)))
             rows[-1].healthy = bool(rows[-1].details.get("ready"))
+            rows[-1].availability = availability.get(spec.name)
     return rows
 
 
@@ -874,12 +965,15 @@ def print_status(as_json: bool) -> bool:
     if as_json:
         print(json.dumps([row.__dict__ for row in rows], indent=2, default=str))
         return all(row.healthy for row in rows if row.pid)
-    print(f"{'component':<18} {'state':<10} {'pid':>7}  url")
+    print(f"{'component':<18} {'state':<10} {'pid':>7} {'avail':>8}  url")
     for row in rows:
         state = "healthy" if row.healthy else ("starting" if row.pid else "stopped")
         if row.pid and not row.healthy and row.details:
             state = "degraded"
-        print(f"{row.name:<18} {state:<10} {row.pid or '-':>7}  {row.url}")
+        avail = f"{row.availability:.2%}" if row.availability is not None else "-"
+        print(f"{row.name:<18} {state:<10} {row.pid or '-':>7} {avail:>8}  {row.url}")
+        if row.details.get("note"):
+            print(f"{'':<18}   ! {row.details['note']}")
         checks = row.details.get("checks")
         if isinstance(checks, dict) and not row.healthy:
             for check, result in checks.items():
@@ -934,6 +1028,7 @@ def restart(name: str) -> None:
         "mlflow": start_mlflow,
         "prometheus": start_prometheus,
         "alertmanager": start_alertmanager,
+        "node-exporter": start_node_exporter,
     }
     stop(name, timeout_s=60)
     if name in starters:
