@@ -22,6 +22,7 @@ from alerter.journal import (
 from alerter.models import DeliveryKind, Notification, Severity
 from alerter.routing import RoutingConfig
 from alerter.service import AlerterService
+from tests.unit.test_alerter_engine import engine, event
 
 
 class MemoryStore:
@@ -289,3 +290,26 @@ def test_service_runs_without_a_journal_it_cannot_create() -> None:
     assert service.journal is None and service.dispatcher.on_finish is None
     service.send([job(alert_id="A1")])  # delivered all the same, without waiting on Kafka
     assert [j.delivery_id for j in submitted] == ["A1/webhook/notify-1"]
+
+
+def test_resumed_delivery_updates_its_alert_line_whether_replayed_or_processed_again() -> None:
+    # Replayed first (offset committed before the crash): the replayed line goes pending, then delivered.
+    eng = engine()
+    [job_a, _] = eng.process(event("ka", alert_id="RA"), replay=False)
+    eng2 = engine()
+    eng2.process(event("ka", alert_id="RA", event_id="e-ra"), replay=True)
+    resumed = eng2.resumed_job(job_a.notification, job_a.channel)
+    assert resumed.record_id > 0 and resumed.delivery_id == job_a.delivery_id
+    assert [d["state"] for d in eng2.get("RA")["deliveries"]] == ["pending", "replayed"]  # type: ignore[index]
+    eng2.delivery_update(resumed, state="delivered", attempts=1)
+    assert [d["state"] for d in eng2.get("RA")["deliveries"]] == ["delivered", "replayed"]  # type: ignore[index]
+
+    # Resumed before the alert is back (its record was not committed): the line made when it
+    # is processed again is the one the resumed delivery finishes.
+    eng3 = engine()
+    early = eng3.resumed_job(job_a.notification, job_a.channel)
+    assert early.record_id == 0
+    eng3.process(event("ka", alert_id="RA"))
+    eng3.delivery_update(early, state="delivered", attempts=1)
+    states = {d["channel"]: d["state"] for d in eng3.get("RA")["deliveries"]}  # type: ignore[index]
+    assert states == {job_a.channel: "delivered", "webhook": "pending"}

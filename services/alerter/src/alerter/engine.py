@@ -430,12 +430,24 @@ class AlertEngine:
         incident = self._incidents.get(job.alert_id)
         if incident is None:  # evicted meanwhile
             return
-        for record in incident.deliveries:
-            if record.id == job.record_id:
-                record.state, record.attempts, record.error = state, attempts, error
-                if state in ("delivered", "failed"):
-                    record.finished_at = at or datetime.now(UTC)
-                return
+        record = next((r for r in incident.deliveries if r.id == job.record_id), None)
+        if record is None:
+            # A delivery resumed from the journal before its alert was back in the history
+            # (the alert record is being processed again): the same notification's line.
+            n = job.notification
+            record = next(
+                (
+                    r
+                    for r in reversed(incident.deliveries)
+                    if (r.channel, r.kind, r.escalation_level) == (job.channel, n.kind, n.escalation_level)
+                    and r.state in ("pending", "replayed", "retrying")
+                ),
+                None,
+            )
+        if record is not None:
+            record.state, record.attempts, record.error = state, attempts, error
+            if state in ("delivered", "failed"):
+                record.finished_at = at or datetime.now(UTC)
 
     def resumed_job(self, notification: Notification, channel: str) -> DeliveryJob:
         """A delivery the journal says was started but never finished, tied to its history line.
