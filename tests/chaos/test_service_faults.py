@@ -710,9 +710,11 @@ def test_recommender_sigkill_mid_stream_keeps_served_users_and_counts_every_inte
     recovery.ready()
 
     def counted() -> list[str]:
+        # A profile counts interactions, not ids: n counted of per_user sent are ids #0..#n-1, and
+        # any beyond per_user are repeats (so a replayed interaction shows as duplicated).
         ids: list[str] = []
         for user in [*served, *straddling]:
-            ids += [f"{user}#{r}" for r in range(interactions(user))]
+            ids += [f"{user}#{r % per_user}" for r in range(interactions(user))]
         return ids
 
     def complete() -> bool:

@@ -39,7 +39,7 @@ from drift_detector import snapshot
 from drift_detector.ab_evaluator import ABEvaluator
 from drift_detector.config import Settings
 from drift_detector.drift_evaluator import DriftEvaluator
-from drift_detector.events import Emitter, event_ms
+from drift_detector.events import Emitter, check_prediction, event_ms
 from drift_detector.models import ModelInfoCache
 from drift_detector.quality_evaluator import QualityEvaluator
 from drift_detector.reports import ReportWorker
@@ -121,6 +121,10 @@ class DriftDetector:
 
     def handle(self, records: list[Record], outbox: Outbox) -> None:
         """The stream loop's handler: route the records, hand their events to the outbox."""
+        # Before any state changes: a bad prediction fails the batch, and the loop dead-letters it alone.
+        for record in records:
+            if record.contract is Topic.PREDICTION_COMPLETED:
+                check_prediction(record.value)
         with self.lock:
             self.emitter.take()  # whatever a record that failed half-way left behind
             self.drift.sync_registry()

@@ -48,6 +48,25 @@ def finite_map(values: Mapping[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
 
 
+class InvalidPrediction(ValueError):
+    """A ``prediction.completed`` no model could have made; the stream loop dead-letters it."""
+
+
+def check_prediction(value: Mapping[str, Any]) -> None:
+    """Refuse a prediction whose ``fraud_probability`` is not a finite number in [0, 1].
+
+    The Avro contract guarantees a double, not a probability: one such value would skew the
+    prediction PSI and every quality metric of its window.
+    """
+    probability = value.get(PREDICTION_COLUMN)
+    if (
+        not isinstance(probability, int | float)
+        or not math.isfinite(probability)
+        or not 0.0 <= probability <= 1.0
+    ):
+        raise InvalidPrediction(f"{PREDICTION_COLUMN} {probability!r} is not a probability in [0, 1]")
+
+
 class Emitter:
     """Events made while one record (or one run of predictions) is handled.
 
