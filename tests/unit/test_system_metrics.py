@@ -106,8 +106,24 @@ def test_the_event_follows_the_catalogue_contract(tmp_path: Path) -> None:
     write_proc(tmp_path, process_ticks=0, busy=10, idle=10)
     settings = ServiceSettings(service_name="probe", instance_id="probe-1")
     reporter = SystemMetricsReporter(settings, producer=None, sampler=SystemSampler(tmp_path, clock=Clock()))  # type: ignore[arg-type]
+    assert reporter.sampler is not None
     event = reporter.event(reporter.sampler.sample())
     schema = load_catalogue(PlatformSettings().schemas_dir).value_schema(Topic.SYSTEM_METRICS)
     assert validate(event, parse_schema(schema), raise_errors=True)
     assert (event["service"], event["instance_id"]) == ("probe", "probe-1")
     assert settings.system_metrics.key_of(event) == "probe"
+
+
+def test_without_proc_the_service_runs_without_resource_summaries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_proc(*_args: object, **_kwargs: object) -> SystemSampler:
+        raise ContractError("cannot read /proc/self/stat")
+
+    monkeypatch.setattr("mlops_platform.sysmetrics.SystemSampler", no_proc)
+    reporter = SystemMetricsReporter(ServiceSettings(service_name="probe"), producer=None)  # type: ignore[arg-type]
+    assert reporter.sampler is None
+    reporter.start()  # nothing to start
+    reporter.stop()
+    with pytest.raises(ContractError, match="no system sampler"):
+        reporter.report()

@@ -190,13 +190,19 @@ class SystemMetricsReporter:
         self.settings = settings
         self.producer = producer
         data_path = settings.data_path()
-        self.sampler = sampler or SystemSampler(disk_path=data_path if data_path is not None else Path("/"))
+        self.sampler: SystemSampler | None = sampler
+        if sampler is None:
+            try:
+                self.sampler = SystemSampler(disk_path=data_path if data_path is not None else Path("/"))
+            except ContractError as exc:
+                # No /proc (not Linux): the service runs, only without resource summaries.
+                log.warning("system_metrics_unavailable", error=str(exc))
         self.host = socket.gethostname()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="system-metrics", daemon=True)
 
     def start(self) -> None:
-        if self.settings.system_metrics_interval_s > 0:
+        if self.sampler is not None and self.settings.system_metrics_interval_s > 0:
             self._thread.start()
 
     def stop(self) -> None:
@@ -218,6 +224,8 @@ class SystemMetricsReporter:
 
     def report(self) -> SystemSample:
         """Sample, update the gauges and publish (best effort, like heartbeats)."""
+        if self.sampler is None:
+            raise ContractError("no system sampler: /proc could not be read at start")
         sample = self.sampler.sample()
         gauges = platform_metrics()
         service = self.settings.service_name
