@@ -76,6 +76,26 @@ class StopSignal:
         signal.signal(signal.SIGINT, handler)
 
 
+#: Errors of a committed-offsets read while the group coordinator is unknown, moving or unreachable.
+_COORDINATOR_ERRORS = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._WAIT_COORD,
+    }
+)
+
+
+def _coordinator_unavailable(error: KafkaError) -> bool:
+    """A transient failure to reach the group coordinator (worth retrying), not a fatal error."""
+    return not error.fatal() and (error.code() in _COORDINATOR_ERRORS or error.retriable())
+
+
 def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
     """Offsets to commit: one past the last processed record of each partition."""
     last: dict[tuple[str, int], int] = {}
@@ -190,11 +210,28 @@ class GroupConsumer:
             self.kafka.seek(TopicPartition(topic, partition, offset))
 
     def rewind_to_committed(self) -> None:
-        """Seek every assigned partition back to its committed offset (after an aborted transaction)."""
+        """Seek every assigned partition back to its committed offset (after an aborted transaction).
+
+        The committed offsets come from the group coordinator. While it is unknown or moving
+        (its broker died or is starting again) the read is retried, never skipped: going on
+        from the current position would skip the aborted transaction's records.
+        """
         assignment = self.kafka.assignment()
         if not assignment:
             return
-        for tp in self.kafka.committed(assignment, timeout=self.settings.request_timeout_s * 2):
+        backoff_s = 0.2
+        while True:
+            try:
+                committed = self.kafka.committed(assignment, timeout=self.settings.request_timeout_s * 2)
+                break
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not isinstance(error, KafkaError) or not _coordinator_unavailable(error):
+                    raise
+                log.warning("rewind_waits_for_coordinator", error=str(error), retry_in_s=backoff_s)
+                time.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+        for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self.kafka.seek(TopicPartition(tp.topic, tp.partition, offset))
 
