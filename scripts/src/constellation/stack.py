@@ -8,6 +8,8 @@
     python -m constellation stack status [--json]     what runs, where, and whether it is healthy
     python -m constellation stack scale NAME N        run N instances of a service (one consumer group)
     python -m constellation stack restart NAME        stop and start one component
+    python -m constellation stack kill NAME           SIGKILL one component (fault tests)
+    python -m constellation stack start NAME          start one component that is not running
     python -m constellation stack provision           create missing topics, register schemas
 
 Everything lives under ``.stack/`` (git-ignored): binaries, data, logs and pid files.
@@ -19,6 +21,13 @@ skips them.
 Every command is idempotent: starting what already runs healthy does nothing, and a
 stale pid file is cleaned up. Ports and hosts come from the environment (see PORTS).
 
+``KAFKA_BROKERS=3`` runs Kafka as a three-node KRaft cluster (``kafka-1`` .. ``kafka-3``, each
+broker and controller, on consecutive ports from ``KAFKA_PORT``, controllers after them) with
+replication factor 3 and ``min.insync.replicas=2`` for the catalogue's and Kafka's internal
+topics; the default is the single broker ``kafka``. NAME of restart/kill/start is a Kafka node,
+``kafka`` (all nodes), ``schema-registry``, ``mlflow``, ``prometheus``, ``alertmanager`` or a
+service instance.
+
 The services are the service catalogue's (``schemas/services.yaml``), started in its order
 as ``python -m <module>`` on its ports; ``<PREFIX>HTTP_PORT`` moves a service's first
 instance, and extra instances listen 100 ports above the one before.
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -57,15 +67,95 @@ def _port(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _broker_count() -> int:
+    raw = os.environ.get("KAFKA_BROKERS", "1").strip() or "1"
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise SystemExit(f"KAFKA_BROKERS must be a positive number of brokers (1 or 3), got {raw!r}")
+    return count
+
+
+#: Kafka nodes of this stack (KAFKA_BROKERS): 1 for laptops, 3 for a cluster that survives a broker.
+KAFKA_BROKERS = _broker_count()
 PORTS = {
     "kafka": _port("KAFKA_PORT", 9092),
-    "kafka-controller": _port("KAFKA_CONTROLLER_PORT", 9093),
+    # With several brokers their listeners take consecutive ports from KAFKA_PORT, and the
+    # controllers the ones after those (9092-9094 and 9095-9097 for three).
+    "kafka-controller": _port(
+        "KAFKA_CONTROLLER_PORT", 9093 if KAFKA_BROKERS == 1 else _port("KAFKA_PORT", 9092) + KAFKA_BROKERS
+    ),
     "schema-registry": _port("SCHEMA_REGISTRY_PORT", 8081),
     "mlflow": _port("MLFLOW_PORT", 5000),
     "prometheus": _port("PROMETHEUS_PORT", 9090),
     "alertmanager": _port("ALERTMANAGER_PORT", 9093 + 100),
 }
-KAFKA_BOOTSTRAP = f"{HOST}:{PORTS['kafka']}"
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    """One KRaft node (broker and controller) of the stack's Kafka: its name, ports and files.
+
+    A single broker is ``kafka`` with the layout of earlier stacks (``kafka/data``,
+    ``kafka/server.properties``); the nodes of a cluster are ``kafka-1`` .. ``kafka-N``, each
+    with its own data folder (``kafka/data-N``), configuration and log folder.
+    """
+
+    node_id: int
+    name: str
+    port: int
+    controller_port: int
+    data: Path
+    config: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def scram_marker(self) -> Path:
+        """Written when the storage is formatted with the admin's SCRAM credentials."""
+        return self.data / ".scram-users"
+
+
+def kafka_nodes(count: int = KAFKA_BROKERS) -> list[KafkaNode]:
+    """The Kafka nodes of this stack (``KAFKA_BROKERS`` of them) on consecutive ports."""
+    home = STATE / "kafka"
+    if count == 1:
+        return [
+            KafkaNode(
+                1,
+                "kafka",
+                PORTS["kafka"],
+                PORTS["kafka-controller"],
+                home / "data",
+                home / "server.properties",
+            )
+        ]
+    return [
+        KafkaNode(
+            i,
+            f"kafka-{i}",
+            PORTS["kafka"] + i - 1,
+            PORTS["kafka-controller"] + i - 1,
+            home / f"data-{i}",
+            home / f"server-{i}.properties",
+        )
+        for i in range(1, count + 1)
+    ]
+
+
+def replication(brokers: int = KAFKA_BROKERS) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of ``brokers``: (1, 1) or (3, 2)."""
+    factor = min(brokers, 3)
+    return factor, max(1, factor - 1)
+
+
+KAFKA_NODES = kafka_nodes()
+KAFKA_NODE_BY_NAME = {node.name: node for node in KAFKA_NODES}
+KAFKA_BOOTSTRAP = ",".join(node.bootstrap for node in KAFKA_NODES)
 REGISTRY_URL = f"http://{HOST}:{PORTS['schema-registry']}/apis/ccompat/v7"
 MLFLOW_URL = f"http://{HOST}:{PORTS['mlflow']}"
 
@@ -99,9 +189,9 @@ def stack_credentials() -> credentials.StackCredentials:
 
 
 KAFKA_HOME = STATE / "kafka"
-KAFKA_DATA = KAFKA_HOME / "data"
+KAFKA_DATA = KAFKA_NODES[0].data
 # Written when the storage is formatted with the admin's SCRAM credentials.
-SCRAM_MARKER = KAFKA_DATA / ".scram-users"
+SCRAM_MARKER = KAFKA_NODES[0].scram_marker
 
 
 def kafka_secured() -> bool:
@@ -109,6 +199,7 @@ def kafka_secured() -> bool:
 
     A data folder formatted by an older stack (no SCRAM users) keeps running PLAINTEXT, without
     credentials, until it is removed: ``make stack-down && rm -rf .stack/kafka/data && make stack-up``.
+    (Clusters, ``KAFKA_BROKERS`` > 1, are always formatted with SCRAM.)
     """
     return SCRAM_MARKER.exists() or not (KAFKA_DATA / "meta.properties").exists()
 
@@ -124,6 +215,11 @@ def platform_env() -> dict[str, str]:
     env.setdefault("MLFLOW_TRACKING_URI", MLFLOW_URL)
     env.setdefault("SCHEMAS_DIR", str(ROOT / "schemas"))
     env.setdefault("STACK_DIR", str(STATE))
+    # Kafka topics created by the registry (its store) and the recommender (Faust's changelogs)
+    # follow the cluster size like the catalogue's.
+    factor, _min_insync = replication()
+    env.setdefault("SCHEMA_REGISTRY_TOPIC_REPLICATION_FACTOR", str(factor))
+    env.setdefault("RECOMMENDER_REPLICATION_FACTOR", str(factor))
     if kafka_secured():
         credentials.export_operator_env(env, credentials.credentials_path(STATE))
     return env
@@ -183,25 +279,34 @@ def spawn(name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> 
 
 def stop(name: str, timeout_s: float = 30.0) -> bool:
     """SIGTERM the process group, wait for a graceful exit, SIGKILL as a last resort."""
-    pid = running_pid(name)
-    if pid is None:
-        return False
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and running_pid(name) is not None:
-        time.sleep(0.2)
-    if running_pid(name) is not None:
-        print(f"  {name}: did not stop within {timeout_s:.0f}s, killing")
+    return bool(stop_together([name], timeout_s))
+
+
+def stop_together(names: list[str], timeout_s: float = 30.0) -> list[str]:
+    """:func:`stop` several processes at once; returns the names that were running.
+
+    The nodes of a Kafka cluster stop together: stopped one after the other, the last ones
+    lose their controller quorum and wait for it instead of shutting down.
+    """
+    pids = {name: pid for name in names if (pid := running_pid(name)) is not None}
+    for pid in pids.values():
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        time.sleep(0.5)
-    _pid_file(name).unlink(missing_ok=True)
-    return True
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(running_pid(name) is not None for name in pids):
+        time.sleep(0.2)
+    for name, pid in pids.items():
+        if running_pid(name) is not None:
+            print(f"  {name}: did not stop within {timeout_s:.0f}s, killing")
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            time.sleep(0.5)
+        _pid_file(name).unlink(missing_ok=True)
+    return list(pids)
 
 
 def wait_for(name: str, ready: Callable[[], bool], timeout_s: float) -> None:
@@ -264,43 +369,154 @@ def _java() -> str:
     return java
 
 
-def start_kafka() -> None:
-    if _kafka_ready():
-        security = "SASL/SCRAM, ACLs" if kafka_secured() else "PLAINTEXT, formatted by an older stack"
-        print(f"  kafka: running on {KAFKA_BOOTSTRAP} ({security})")
-        return
-    libs = install_kafka()
-    data = KAFKA_DATA
-    secured = kafka_secured()
-    admin_password = stack_credentials().admin_password if secured else ""
-    config = KAFKA_HOME / "server.properties"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+
+
+def _cluster_marker() -> Path:
+    return KAFKA_HOME / "brokers"
+
+
+def _check_cluster_size() -> None:
+    """Refuse to start a number of brokers other than the one the data was formatted for.
+
+    The quorum's voters are written into every node's metadata when the storage is formatted:
+    a single broker's data cannot join a cluster, nor a cluster's nodes run alone.
+    """
+    marker = _cluster_marker()
+    formatted = int(marker.read_text().strip()) if marker.exists() else None
+    if formatted is None and (KAFKA_HOME / "data" / "meta.properties").exists():
+        formatted = 1  # formatted by a stack from before KAFKA_BROKERS
+    if formatted is not None and formatted != KAFKA_BROKERS:
+        raise StackError(
+            f"kafka: {KAFKA_HOME} holds a {formatted}-broker cluster but KAFKA_BROKERS={KAFKA_BROKERS}; "
+            f"run with KAFKA_BROKERS={formatted}, or stop the stack and remove {KAFKA_HOME}/data* "
+            "(its topics are lost), or use another STACK_DIR"
+        )
+
+
+def _kafka_log_props(node: KafkaNode) -> list[str]:
+    logs = LOGS / node.name
+    logs.mkdir(parents=True, exist_ok=True)
+    return [
+        f"-Dlog4j2.configurationFile={ROOT / 'deploy' / 'kafka' / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={logs}",
+    ]
+
+
+def _render_kafka_config(node: KafkaNode, secured: bool, admin_password: str) -> None:
     parts = ["server.properties.template", *(["security.properties.template"] if secured else [])]
     template = string.Template("\n".join((ROOT / "deploy" / "kafka" / part).read_text() for part in parts))
-    config.touch(mode=0o600)
-    config.chmod(0o600)
-    config.write_text(
+    factor, min_insync = replication()
+    voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in KAFKA_NODES)
+    node.config.parent.mkdir(parents=True, exist_ok=True)
+    node.config.touch(mode=0o600)
+    node.config.chmod(0o600)
+    node.config.write_text(
         template.substitute(
             host=HOST,
-            port=PORTS["kafka"],
-            controller_port=PORTS["kafka-controller"],
-            data_dir=data,
+            port=node.port,
+            controller_port=node.controller_port,
+            node_id=node.node_id,
+            quorum_voters=voters,
+            replication_factor=factor,
+            min_insync_replicas=min_insync,
+            data_dir=node.data,
             protocol="SASL_PLAINTEXT" if secured else "PLAINTEXT",
             admin_password=admin_password,
         )
     )
-    if not secured:
-        print(f"  WARNING: {data} was formatted by an older stack: Kafka runs PLAINTEXT, without ACLs")
+
+
+def _format_kafka(node: KafkaNode, cluster_id: str, classpath: str, admin_password: str) -> None:
+    node.data.mkdir(parents=True, exist_ok=True)
+    formatted = subprocess.run(  # noqa: S603
+        [
+            _java(),
+            *_kafka_log_props(node),
+            "-cp",
+            classpath,
+            STORAGE_TOOL,
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(node.config),
+            "--ignore-formatted",
+            # The broker's own identity must exist before it starts: it authenticates
+            # inter-broker connections as admin. Services' users come later (secure_kafka).
+            "--add-scram",
+            f"SCRAM-SHA-512=[name={credentials.ADMIN},password={admin_password}]",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if formatted.returncode != 0:
+        raise StackError(
+            f"{node.name}: formatting the KRaft storage failed:\n{formatted.stdout}{formatted.stderr}"
+        )
+    node.scram_marker.write_text("SCRAM-SHA-512 admin added at format time\n")
+
+
+def _spawn_kafka(node: KafkaNode, classpath: str) -> None:
+    heap = os.environ.get("KAFKA_HEAP_OPTS", "-Xms256m -Xmx1g")
+    spawn(
+        node.name,
+        [
+            _java(),
+            *heap.split(),
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            *_kafka_log_props(node),
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(node.config),
+        ],
+        platform_env(),
+    )
+
+
+def start_kafka(only: KafkaNode | None = None) -> None:
+    """Start the stack's Kafka nodes that do not run (``only``: that one), formatting new storage.
+
+    The nodes of a cluster are all spawned before any is waited for: a controller quorum of
+    three needs two voters before a single broker can serve.
+    """
+    nodes = [only] if only is not None else KAFKA_NODES
+    if all(_node_ready(node) for node in nodes) and (only is not None or _kafka_ready()):
+        security = "SASL/SCRAM, ACLs" if kafka_secured() else "PLAINTEXT, formatted by an older stack"
+        where = only.bootstrap if only is not None else KAFKA_BOOTSTRAP
+        print(f"  {only.name if only else 'kafka'}: running on {where} ({security})")
+        return
+    _check_cluster_size()
+    libs = install_kafka()
     classpath = f"{libs}/*"
-    log_props = [
-        f"-Dlog4j2.configurationFile={ROOT / 'deploy' / 'kafka' / 'log4j2.properties'}",
-        f"-Dkafka.logs.dir={LOGS / 'kafka'}",
-    ]
-    (LOGS / "kafka").mkdir(parents=True, exist_ok=True)
-    if not (data / "meta.properties").exists():
-        data.mkdir(parents=True, exist_ok=True)
+    secured = kafka_secured()
+    admin_password = stack_credentials().admin_password if secured else ""
+    if not secured:
+        print(f"  WARNING: {KAFKA_DATA} was formatted by an older stack: Kafka runs PLAINTEXT, without ACLs")
+    unformatted = [node for node in KAFKA_NODES if not (node.data / "meta.properties").exists()]
+    for node in KAFKA_NODES:
+        _render_kafka_config(node, secured, admin_password)
+    if unformatted:
+        if len(unformatted) != len(KAFKA_NODES):
+            missing = ", ".join(str(node.data) for node in unformatted)
+            raise StackError(
+                f"kafka: {missing} lost its storage while the other nodes kept theirs; stop the stack "
+                f"and remove {KAFKA_HOME}/data* to start a new cluster"
+            )
+        # One cluster id for every node: they form one cluster.
         cluster_id = (
             subprocess.run(  # noqa: S603
-                [_java(), *log_props, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
+                [
+                    _java(),
+                    *_kafka_log_props(KAFKA_NODES[0]),
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "random-uuid",
+                ],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -308,61 +524,41 @@ def start_kafka() -> None:
             .stdout.strip()
             .splitlines()[-1]
         )
-        formatted = subprocess.run(  # noqa: S603
-            [
-                _java(),
-                *log_props,
-                "-cp",
-                classpath,
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(config),
-                "--ignore-formatted",
-                # The broker's own identity must exist before it starts: it authenticates
-                # inter-broker connections as admin. Services' users come later (secure_kafka).
-                "--add-scram",
-                f"SCRAM-SHA-512=[name={credentials.ADMIN},password={admin_password}]",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if formatted.returncode != 0:
-            raise StackError(
-                f"kafka: formatting the KRaft storage failed:\n{formatted.stdout}{formatted.stderr}"
-            )
-        SCRAM_MARKER.write_text("SCRAM-SHA-512 admin added at format time\n")
-    heap = os.environ.get("KAFKA_HEAP_OPTS", "-Xms256m -Xmx1g")
-    spawn(
-        "kafka",
-        [
-            _java(),
-            *heap.split(),
-            "-XX:+UseG1GC",
-            "-Djava.awt.headless=true",
-            *log_props,
-            "-cp",
-            classpath,
-            "kafka.Kafka",
-            str(config),
-        ],
-        platform_env(),
-    )
-    wait_for("kafka", _kafka_ready, 180)
-    print(f"  kafka: started on {KAFKA_BOOTSTRAP} (logs {LOGS / 'kafka'})")
+        for node in KAFKA_NODES:
+            _format_kafka(node, cluster_id, classpath, admin_password)
+        _cluster_marker().write_text(f"{KAFKA_BROKERS}\n")
+    for node in nodes:
+        if running_pid(node.name) is None:
+            _spawn_kafka(node, classpath)
+    for node in nodes:
+        wait_for(node.name, functools.partial(_node_ready, node), 180)
+        print(f"  {node.name}: started on {node.bootstrap} (logs {LOGS / node.name})")
+    if only is None:
+        # Every node registered: the cluster serves (and can take replication factor 3).
+        wait_for(nodes[0].name, _kafka_ready, 180)
+
+
+def _node_ready(node: KafkaNode) -> bool:
+    """The node listens, answers a metadata request and is a registered (unfenced) broker."""
+    if not port_open(node.port, HOST):
+        return False
+    try:
+        settings = admin_settings().model_copy(update={"kafka_bootstrap_servers": node.bootstrap})
+        metadata = acls.admin_client(settings).list_topics(timeout=2)
+    except Exception:
+        return False
+    return node.node_id in metadata.brokers
 
 
 def _kafka_ready() -> bool:
-    if not port_open(PORTS["kafka"], HOST):
+    """Every node of the stack's Kafka is a live broker of the cluster."""
+    if not port_open(KAFKA_NODES[0].port, HOST) and len(KAFKA_NODES) == 1:
         return False
     try:
-        acls.admin_client(admin_settings()).list_topics(timeout=2)
+        metadata = acls.admin_client(admin_settings()).list_topics(timeout=2)
     except Exception:
         return False
-    return True
+    return {node.node_id for node in KAFKA_NODES} <= set(metadata.brokers)
 
 
 def secure_kafka() -> None:
@@ -874,7 +1070,14 @@ def ensure_champion() -> None:
 # --------------------------------------------------------------------------- commands
 
 
-INFRA = ["kafka", "schema-registry", "mlflow", "alertmanager", "node-exporter", "prometheus"]
+INFRA = [
+    *(node.name for node in KAFKA_NODES),
+    "schema-registry",
+    "mlflow",
+    "alertmanager",
+    "node-exporter",
+    "prometheus",
+]
 
 
 def up(infra_only: bool) -> None:
@@ -908,9 +1111,12 @@ def down(infra: bool, services: bool) -> None:
                     print(f"  {name}: stopped")
         clear_scrape_targets()
     if infra:
-        for name in reversed(INFRA):
+        brokers = [node.name for node in KAFKA_NODES]
+        for name in reversed(INFRA[len(brokers) :]):
             if stop(name, timeout_s=60):
                 print(f"  {name}: stopped")
+        for name in stop_together(brokers, timeout_s=60):
+            print(f"  {name}: stopped")
 
 
 @dataclass
@@ -926,7 +1132,10 @@ class ComponentStatus:
 
 def collect_status() -> list[ComponentStatus]:
     rows = [
-        ComponentStatus("kafka", running_pid("kafka"), KAFKA_BOOTSTRAP, port_open(PORTS["kafka"], HOST)),
+        *(
+            ComponentStatus(node.name, running_pid(node.name), node.bootstrap, port_open(node.port, HOST))
+            for node in KAFKA_NODES
+        ),
         ComponentStatus(
             "schema-registry",
             running_pid("schema-registry"),
@@ -1000,6 +1209,10 @@ def main(argv: list[str] | None = None) -> int:
     p_scale.add_argument("instances", type=int)
     p_restart = sub.add_parser("restart")
     p_restart.add_argument("name")
+    p_start = sub.add_parser("start", help="start one component that is not running")
+    p_start.add_argument("name")
+    p_kill = sub.add_parser("kill", help="SIGKILL one component (a crash, for fault tests)")
+    p_kill.add_argument("name")
     sub.add_parser("provision")
     args = parser.parse_args(argv)
     try:
@@ -1013,6 +1226,10 @@ def main(argv: list[str] | None = None) -> int:
             scale(args.service, args.instances)
         elif args.command == "restart":
             restart(args.name)
+        elif args.command == "start":
+            start(args.name)
+        elif args.command == "kill":
+            kill(args.name)
         elif args.command == "provision":
             provision()
     except StackError as exc:
@@ -1021,22 +1238,73 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def restart(name: str) -> None:
-    starters = {
-        "kafka": start_kafka,
+def _components(name: str) -> list[str]:
+    """The processes ``name`` stands for: one component, or every node for ``kafka`` of a cluster."""
+    if name == "kafka" and "kafka" not in KAFKA_NODE_BY_NAME:
+        return list(KAFKA_NODE_BY_NAME)
+    known = [*KAFKA_NODE_BY_NAME, *INFRA[len(KAFKA_NODES) :], *SERVICE_BY_NAME]
+    if name not in known and not any(
+        name == _instance_name(spec, index) for spec in SERVICES for _n, index in _instance_names(spec)
+    ):
+        raise StackError(f"unknown component {name!r}; known: {', '.join(dict.fromkeys(known))}")
+    return [name]
+
+
+def start(name: str) -> None:
+    """Start one component (a Kafka node, the registry, MLflow, Prometheus, Alertmanager, a service).
+
+    Idempotent: a component that runs healthy is left alone.
+    """
+    starters: dict[str, Callable[[], None]] = {
         "schema-registry": start_registry,
         "mlflow": start_mlflow,
         "prometheus": start_prometheus,
         "alertmanager": start_alertmanager,
         "node-exporter": start_node_exporter,
     }
-    stop(name, timeout_s=60)
-    if name in starters:
+    components = _components(name)
+    if len(components) > 1 or components[0] in KAFKA_NODE_BY_NAME:
+        start_kafka(None if len(components) > 1 else KAFKA_NODE_BY_NAME[components[0]])
+    elif name in starters:
         starters[name]()
-    elif name in SERVICE_BY_NAME:
-        start_service(SERVICE_BY_NAME[name])
     else:
-        raise StackError(f"unknown component {name!r}")
+        spec, index = _service_instance(name)
+        start_service(spec, index)
+
+
+def _service_instance(name: str) -> tuple[ServiceSpec, int]:
+    if name in SERVICE_BY_NAME:
+        return SERVICE_BY_NAME[name], 1
+    base, _, number = name.rpartition("-")
+    return SERVICE_BY_NAME[base], int(number)
+
+
+def _stopped(name: str) -> bool:
+    return running_pid(name) is None
+
+
+def kill(name: str) -> None:
+    """SIGKILL a component's process group: no shutdown, no flush (what a crash looks like)."""
+    for component in _components(name):
+        pid = running_pid(component)
+        if pid is None:
+            print(f"  {component}: not running")
+            continue
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        # Reaped by init (the stack's processes are detached); wait until it is really gone.
+        gone = functools.partial(_stopped, component)
+        wait_until(gone, lambda: True, 30, poll_s=0.1)
+        _pid_file(component).unlink(missing_ok=True)
+        print(f"  {component}: killed (SIGKILL, pid {pid})")
+
+
+def restart(name: str) -> None:
+    """Stop (SIGTERM, then SIGKILL) and start one component."""
+    stop_together(_components(name), timeout_s=60)
+    start(name)
 
 
 if __name__ == "__main__":

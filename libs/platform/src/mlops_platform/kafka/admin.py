@@ -22,23 +22,46 @@ def kafka_reachable(settings: PlatformSettings, timeout_s: float = 2.0) -> bool:
     return True
 
 
+def placement(wanted_replicas: int, brokers: int) -> tuple[int, int]:
+    """``(replication factor, min.insync.replicas)`` of a catalogue topic on a cluster of ``brokers``.
+
+    The catalogue's replication factor is what a topic gets on a cluster large enough; a
+    smaller cluster (one broker on a laptop) gives each topic as many replicas as it has
+    brokers. With three or more replicas one may be lost without refusing ``acks=all``
+    writes (``min.insync.replicas`` = replicas - 1, at most 2); fewer replicas need only one.
+    """
+    if wanted_replicas < 1 or brokers < 1:
+        raise ValueError(f"replicas and brokers must be positive, got {wanted_replicas} and {brokers}")
+    replicas = min(wanted_replicas, brokers)
+    return replicas, max(1, min(replicas - 1, 2))
+
+
 def ensure_topics(
     settings: PlatformSettings, catalogue: Catalogue, names: Sequence[str] | None = None
 ) -> list[str]:
-    """Create the catalogue's topics that do not exist yet; returns the created names."""
+    """Create the catalogue's topics that do not exist yet; returns the created names.
+
+    Replication follows the cluster (see :func:`placement`): the catalogue's factor, or the
+    number of brokers when there are fewer.
+    """
     admin = AdminClient(settings.admin_config())
-    existing = set(admin.list_topics(timeout=settings.request_timeout_s * 2).topics)
+    metadata = admin.list_topics(timeout=settings.request_timeout_s * 2)
+    existing = set(metadata.topics)
+    brokers = len(metadata.brokers)
     wanted = [spec for spec in catalogue.topics if names is None or spec.name in names]
-    new = [
-        NewTopic(
-            spec.name,
-            num_partitions=spec.partitions,
-            replication_factor=spec.replication_factor,
-            config=spec.kafka_config(),
+    new = []
+    for spec in wanted:
+        if spec.name in existing:
+            continue
+        replicas, min_insync = placement(spec.replication_factor, brokers)
+        new.append(
+            NewTopic(
+                spec.name,
+                num_partitions=spec.partitions,
+                replication_factor=replicas,
+                config={"min.insync.replicas": str(min_insync), **spec.kafka_config()},
+            )
         )
-        for spec in wanted
-        if spec.name not in existing
-    ]
     return _create(admin, new, settings.request_timeout_s * 2)
 
 
