@@ -109,3 +109,42 @@ def test_the_env_file_is_never_committed() -> None:
         ["git", "check-ignore", "-q", ".env"], cwd=ROOT, capture_output=True, check=False
     ).returncode
     assert ignored == 0, ".env must be git-ignored"
+
+
+def test_the_three_brokers_profile_adds_two_nodes_with_the_same_security(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    single = env_of(compose, "kafka")
+    voters = "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
+    for node_id, name in ((2, "kafka-2"), (3, "kafka-3")):
+        assert services[name]["profiles"] == ["three-brokers"], "only with the profile"
+        node = env_of(compose, name)
+        assert node["KAFKA_NODE_ID"] == str(node_id)
+        assert node["CLUSTER_ID"] == single["CLUSTER_ID"], "one cluster"
+        assert node["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters
+        assert f"INTERNAL://{name}:29092" in node["KAFKA_ADVERTISED_LISTENERS"]
+        for key in (
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+            "KAFKA_AUTHORIZER_CLASS_NAME",
+            "KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND",
+            "KAFKA_SUPER_USERS",
+            "KAFKA_SASL_ENABLED_MECHANISMS",
+            "KAFKA_LISTENER_NAME_INTERNAL_PLAIN_SASL_JAAS_CONFIG",
+        ):
+            assert node[key] == single[key], key
+        for key in (
+            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+            "KAFKA_DEFAULT_REPLICATION_FACTOR",
+        ):
+            assert node[key] == "3", key
+        assert node["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == node["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert f"{name}-data" in compose["volumes"]
+        assert any(v.startswith(f"{name}-data:") for v in services[name]["volumes"])
+        assert f"--bootstrap-server {name}:29092" in " ".join(services[name]["healthcheck"]["test"])
+    # The first node takes the cluster's voters and replication from the same variables.
+    assert single["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "${KAFKA_QUORUM_VOTERS:-1@kafka:9093}"
+    assert single["KAFKA_MIN_INSYNC_REPLICAS"] == "${KAFKA_MIN_INSYNC_REPLICAS:-1}"
+    # Provisioning waits for every broker the profile runs (and for none without it).
+    provision = services["provision"]["depends_on"]
+    for name in ("kafka-2", "kafka-3"):
+        assert provision[name] == {"condition": "service_healthy", "required": False}

@@ -184,8 +184,9 @@ def test_compose_wires_kafka_ui_and_the_observability_stack(compose: dict[str, A
     assert ui["KAFKA_CLUSTERS_0_SCHEMAREGISTRY"] == "http://schema-registry:8081"
     kafka = services["kafka"]["environment"]
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
-    assert int(kafka["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"]) == 1
-    assert int(kafka["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) == 1
+    # One node by default (the three-brokers profile sets these variables; test_compose_security).
+    assert kafka["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "${KAFKA_REPLICATION_FACTOR:-1}"
+    assert kafka["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "${KAFKA_MIN_INSYNC_REPLICAS:-1}"
     assert services["schema-registry"]["image"].startswith("confluentinc/cp-schema-registry:")
     for name, service in services.items():
         for volume in service.get("volumes", []):
