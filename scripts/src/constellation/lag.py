@@ -20,6 +20,8 @@ def group_offsets(
     committed) and the partition's end (high watermark).
 
     The probe only reads offsets: it never joins the group, so it does not disturb its members.
+    On a topic written in transactions the end includes the last commit marker, which no
+    consumer ever reads: a group that is caught up there shows 1 per partition.
     """
     probe = Consumer(
         {
