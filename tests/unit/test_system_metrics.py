@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastavro import parse_schema
 from fastavro.validation import validate
+from prometheus_client import REGISTRY
 
 from mlops_platform.contracts import Topic, load_catalogue
 from mlops_platform.errors import ContractError
@@ -105,7 +106,7 @@ def test_the_real_proc_gives_plausible_figures() -> None:
 def test_the_event_follows_the_catalogue_contract(tmp_path: Path) -> None:
     write_proc(tmp_path, process_ticks=0, busy=10, idle=10)
     settings = ServiceSettings(service_name="probe", instance_id="probe-1")
-    reporter = SystemMetricsReporter(settings, producer=None, sampler=SystemSampler(tmp_path, clock=Clock()))  # type: ignore[arg-type]
+    reporter = SystemMetricsReporter(settings, producer=None, sampler=SystemSampler(tmp_path, clock=Clock()))  # type: ignore[arg-type,unused-ignore]
     assert reporter.sampler is not None
     event = reporter.event(reporter.sampler.sample())
     schema = load_catalogue(PlatformSettings().schemas_dir).value_schema(Topic.SYSTEM_METRICS)
@@ -121,9 +122,41 @@ def test_without_proc_the_service_runs_without_resource_summaries(
         raise ContractError("cannot read /proc/self/stat")
 
     monkeypatch.setattr("mlops_platform.sysmetrics.SystemSampler", no_proc)
-    reporter = SystemMetricsReporter(ServiceSettings(service_name="probe"), producer=None)  # type: ignore[arg-type]
+    reporter = SystemMetricsReporter(ServiceSettings(service_name="probe"), producer=None)  # type: ignore[arg-type,unused-ignore]
     assert reporter.sampler is None
     reporter.start()  # nothing to start
     reporter.stop()
     with pytest.raises(ContractError, match="no system sampler"):
         reporter.report()
+
+
+class DataSettings(ServiceSettings):
+    """A service that keeps data in a directory (like the drift detector's reports)."""
+
+    data_dir: Path = Path("/")
+
+    def data_path(self) -> Path:
+        return self.data_dir
+
+
+class CapturingProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[object, dict[str, object]]] = []
+
+    def produce(self, target: object, value: dict[str, object]) -> None:
+        self.sent.append((target, value))
+
+
+def test_a_report_publishes_the_event_and_sets_the_gauges(tmp_path: Path) -> None:
+    settings = DataSettings(service_name="keeper", instance_id="k-1", data_dir=tmp_path)
+    producer = CapturingProducer()
+    reporter = SystemMetricsReporter(settings, producer)  # type: ignore[arg-type,unused-ignore]
+    sample = reporter.report()
+    [(binding, event)] = producer.sent
+    assert binding == settings.system_metrics
+    assert event["disk_path"] == str(tmp_path)
+    free = REGISTRY.get_sample_value(
+        "mlops_data_dir_free_bytes", {"service": "keeper", "path": str(tmp_path)}
+    )
+    assert free == sample.disk_free_bytes > 0
+    assert REGISTRY.get_sample_value("mlops_process_threads", {"service": "keeper"}) == sample.process_threads
