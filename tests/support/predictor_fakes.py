@@ -96,6 +96,8 @@ class FakeRuntime:
     loops: list[FakeLoop] = field(default_factory=list)
     checks: dict[str, object] = field(default_factory=dict)
     heartbeat_details: object = None
+    #: never used to produce here (nothing starts); the window reporter only keeps it
+    producer: object = None
     started: list[object] = field(default_factory=list)
     stopped: list[object] = field(default_factory=list)
     lifespan: object = None
