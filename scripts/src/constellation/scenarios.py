@@ -947,6 +947,18 @@ DRIFT_SCENARIOS = {"sudden_drift", "gradual_drift", "concept_drift"}
 # --------------------------------------------------------------------------- command
 
 
+def write_json(path: Path, outcomes: list[Outcome], options: Options) -> None:
+    """The run's figures, targets, window and options as JSON."""
+    payload = {
+        "targets": TARGETS,
+        "window": {"size": WINDOW_SIZE, "step": WINDOW_STEP, "step_s": WINDOW_STEP / options.rate},
+        "options": asdict(options),
+        "scenarios": [o.as_json() for o in outcomes],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m constellation scenarios",
@@ -985,6 +997,8 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
     )
     names = args.only or list(SCENARIOS)
+    # SIGTERM (a supervisor, a test's timeout) unwinds like Ctrl+C: the services get stopped.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     suite = Suite(options)
     outcomes: list[Outcome] = []
     try:
@@ -1000,6 +1014,9 @@ def main(argv: list[str] | None = None) -> int:
             outcome.wall_s = round(time.monotonic() - began, 1)
             outcomes.append(outcome)
             log(f"  {name}: {'ok' if outcome.ok else 'FAILED'} in {outcome.wall_s:.0f}s wall")
+            if args.json:
+                # After every scenario: an interrupted run keeps what it measured.
+                write_json(args.json, outcomes, options)
     except stack.StackError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
@@ -1011,14 +1028,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(outcomes, options))
     if args.json:
-        payload = {
-            "targets": TARGETS,
-            "window": {"size": WINDOW_SIZE, "step": WINDOW_STEP, "step_s": WINDOW_STEP / options.rate},
-            "options": asdict(options),
-            "scenarios": [o.as_json() for o in outcomes],
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        write_json(args.json, outcomes, options)
         print(f"\nwritten: {args.json}")
     return 0 if outcomes and all(o.ok for o in outcomes) else 1
 
