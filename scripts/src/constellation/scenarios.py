@@ -418,16 +418,23 @@ def is_alarm(seen: Seen) -> bool:
     return seen.topic == Topic.DATA_DRIFT_DETECTED and seen.value.get("state") != "stable"
 
 
-def trigger_is(event_type: str, service: str | None = None) -> Callable[[Seen], bool]:
-    """A decision of the responder on a trigger of ``event_type`` (a health/overload detection)."""
+def decided_by(*rule_ids: str, service: str | None = None) -> Callable[[Seen], bool]:
+    """A decision of the responder by one of ``rule_ids`` (a health/overload detection).
+
+    ``service``: only decisions about that service (named in the outcome or details).
+    """
 
     def match(seen: Seen) -> bool:
-        if seen.topic != Topic.SYSTEM_ACTIONS or seen.value["trigger_event_type"] != event_type:
+        if seen.topic != Topic.SYSTEM_ACTIONS or seen.value["rule_id"] not in rule_ids:
             return False
-        details = seen.value.get("details") or {}
-        return service is None or service in json.dumps(details) or service in seen.value["outcome"]
+        about = json.dumps(seen.value.get("details") or {}) + seen.value["outcome"]
+        return service is None or service in about
 
     return match
+
+
+HEALTH_FAILED = ("predictor-health-check-failed", "service-health-check-failed")
+HEALTH_RECOVERED = ("service-health-recovered",)
 
 
 def action_done(suite: Suite, start: float, action: str, status: str | None = "succeeded") -> bool:
@@ -665,7 +672,7 @@ def broken_predictor(suite: Suite) -> Outcome:
     outcome.model_name = suite.model_name
     start = time.time()
     traffic = suite.traffic()
-    detect = trigger_is("service_health_check_failed", "predictor")
+    detect = decided_by(*HEALTH_FAILED, service="predictor")
     try:
         time.sleep(suite.options.baseline_s)
         signal_service("predictor", signal.SIGKILL)
@@ -681,7 +688,7 @@ def broken_predictor(suite: Suite) -> Outcome:
         stack.start_service(stack.SERVICE_BY_NAME["predictor"])
         suite.wait(
             "the recovery",
-            lambda: any(trigger_is("service_health_recovered", "predictor")(s) for s in suite.events(onset)),
+            lambda: any(decided_by(*HEALTH_RECOVERED, service="predictor")(s) for s in suite.events(onset)),
             60,
             guard_for(traffic),
         )
@@ -725,7 +732,7 @@ def overload(suite: Suite) -> Outcome:
         outcome.events_sent += traffic.counters.transactions
         stack.scale("predictor", 1)
     measure(
-        suite, outcome, start, detect=trigger_is("system_overload"), cause_topics=[Topic.SYSTEM_HEALTH.value]
+        suite, outcome, start, detect=decided_by("system-overload"), cause_topics=[Topic.SYSTEM_HEALTH.value]
     )
     outcome.expectations = {
         "scaled up": action_done(suite, start, "scale"),
@@ -743,7 +750,7 @@ def silent_service(suite: Suite) -> Outcome:
     outcome.model_name = suite.model_name
     stack.start_service(stack.SERVICE_BY_NAME[SILENT_SERVICE])
     start = time.time()
-    detect = trigger_is("service_health_check_failed", SILENT_SERVICE)
+    detect = decided_by(*HEALTH_FAILED, service=SILENT_SERVICE)
     try:
         time.sleep(max(suite.options.baseline_s, 3 * HEARTBEAT_S))
         signal_service(SILENT_SERVICE, signal.SIGSTOP)
@@ -759,7 +766,7 @@ def silent_service(suite: Suite) -> Outcome:
         signal_service(SILENT_SERVICE, signal.SIGCONT)
     suite.wait(
         "the recovery",
-        lambda: any(trigger_is("service_health_recovered", SILENT_SERVICE)(s) for s in suite.events(onset)),
+        lambda: any(decided_by(*HEALTH_RECOVERED, service=SILENT_SERVICE)(s) for s in suite.events(onset)),
         60,
         lambda: None,
     )
