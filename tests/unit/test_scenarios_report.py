@@ -50,7 +50,7 @@ def test_a_failed_action_and_a_broken_chain_are_reported() -> None:
     )
     text = table([broken], Options())
     row = next(line for line in text.splitlines() if line.startswith("bad_model"))
-    assert "rollback:failedx1 (0/1)" in row
+    assert "rollback:FAILEDx1 (0/1)" in row
     assert "NO" in row and "FAILED: rolled back, chain complete" in row
     assert not broken.ok and broken.action_success == 0.0
     assert ">= 99% of actions succeed" in text and "0/1" in text

@@ -876,7 +876,7 @@ def table(outcomes: list[Outcome], options: Options) -> str:
     window_s = WINDOW_STEP / options.rate
     header = (
         f"{'scenario':<17} {'events':>9} {'detect (win / s)':>17} {'false':>5} "
-        f"{'actions (ok/failed)':<34} {'good model':>10} {'chain':>6}  result"
+        f"{'actions (succeeded/failed)':<44} {'good model':>10} {'chain':>6}  result"
     )
     lines = [
         f"Drift windows: {WINDOW_SIZE} predictions sliding by {WINDOW_STEP} "
@@ -890,18 +890,24 @@ def table(outcomes: list[Outcome], options: Options) -> str:
             if o.detection_windows is not None and o.detection_s is not None
             else "-"
         )
-        actions = ",".join(f"{k}x{v}" for k, v in sorted(o.actions.items())) or "none"
-        actions = f"{actions[:26]} ({o.actions_succeeded}/{o.actions_failed})"
+        actions = " ".join(f"{short_action(k)}x{v}" for k, v in sorted(o.actions.items())) or "none"
+        actions = f"{actions} ({o.actions_succeeded}/{o.actions_failed})"
         chain = "-" if o.chain_complete is None else ("yes" if o.chain_complete else "NO")
         failed = [k for k, v in o.expectations.items() if not v]
         result = "ok" if not failed else "FAILED: " + ", ".join(failed)
         lines.append(
-            f"{o.name:<17} {o.events_sent:>9,} {detect:>17} {o.false_alarms:>5} {actions:<34} "
+            f"{o.name:<17} {o.events_sent:>9,} {detect:>17} {o.false_alarms:>5} {actions:<44} "
             f"{_fmt(o.good_model_s, 's'):>10} {chain:>6}  {result}"
         )
     lines.append("-" * len(header))
     lines += summary(outcomes)
     return "\n".join(lines)
+
+
+def short_action(key: str) -> str:
+    """``retrain:succeeded`` -> ``retrain:ok`` (suppressed: ``sup``, failed: ``FAILED``)."""
+    action, _, status = key.partition(":")
+    return f"{action}:{ {'succeeded': 'ok', 'suppressed': 'sup', 'failed': 'FAILED'}.get(status, status) }"
 
 
 def summary(outcomes: list[Outcome]) -> list[str]:
@@ -945,7 +951,9 @@ def summary(outcomes: list[Outcome]) -> list[str]:
             verdict(all(chains)) if chains else None,
         ),
     ]
-    return ["Targets:"] + [f"  {target:<62} {figure:<28} {verdict_}" for target, figure, verdict_ in rows]
+    return ["Targets:"] + [
+        f"  {target:<62} {figure:<28} {verdict_ or 'n/a'}" for target, figure, verdict_ in rows
+    ]
 
 
 DRIFT_SCENARIOS = {"sudden_drift", "gradual_drift", "concept_drift"}
