@@ -35,7 +35,16 @@ _HEADER = struct.Struct(">bI")  # magic byte, schema id
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, SchemaRegistryError):
         return exc.http_status_code >= 500 or exc.http_status_code < 0
-    return isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError)
+    # The registry client raises its own (vendored) HTTP library's errors: a refused
+    # connection or a timeout shows in the chain of causes.
+    seen: BaseException | None = exc
+    for _depth in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, httpx.TransportError | ConnectionError | TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class AvroSerde:
