@@ -92,6 +92,10 @@ class _Retry(Exception):
     pass
 
 
+class _WedgedProducer(Exception):
+    """A transactional producer call outlived its deadline (the client is stuck)."""
+
+
 class _Isolate(Exception):
     """A stateful handler failed on a batch: abort, restore, and handle those records one by one."""
 
@@ -169,13 +173,15 @@ class StreamLoop:
             # Right after a commit the coordinator answers the next transaction with
             # CONCURRENT_TRANSACTIONS; librdkafka's default 100 ms retry back-off would
             # then cap a loop at about ten transactions a second.
-            self.producer = EventProducer(
-                settings,
-                service,
-                serde,
-                transactional_id=transactional_id,
-                **{"retry.backoff.ms": 5, **dict(producer_overrides or {})},
-            )
+            transactional_overrides = {"retry.backoff.ms": 5, **dict(producer_overrides or {})}
+
+            def transactional_producer() -> EventProducer:
+                return EventProducer(
+                    settings, service, serde, transactional_id=transactional_id, **transactional_overrides
+                )
+
+            self._new_transactional_producer = transactional_producer
+            self.producer = transactional_producer()
             self._owns_producer = True
         else:
             self.producer = producer or EventProducer(
@@ -206,6 +212,10 @@ class StreamLoop:
                 raise ValueError("state_interval_s must be positive")
             self.state_topic = StateTopic(settings, state_topic, state_key(group_id, str(instance)))
         self.checkpoints = 0
+        # How long past the client's own timeout a transactional call may block before the
+        # loop replaces the producer (see ``_send_offsets``).
+        self.wedged_grace_s = 5.0
+        self.producer_replacements = 0
         self.error: BaseException | None = None
         self.ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -380,14 +390,13 @@ class StreamLoop:
             if self.state is not None and self.state_topic is not None:
                 self.state_topic.write(producer, self.state.snapshot())
             if txn.messages:
-                producer.send_offsets_to_transaction(
-                    next_offsets(txn.messages),
-                    self.consumer.kafka.consumer_group_metadata(),
-                    self._kafka_timeout_s,
-                )
+                self._send_offsets(producer, next_offsets(txn.messages))
             producer.commit_transaction(self._kafka_timeout_s)
         except KafkaException as exc:
             self._fail_transaction(exc)
+            return False
+        except _WedgedProducer as exc:
+            self._replace_wedged_producer(str(exc))
             return False
         self._open = None
         if self.state_topic is not None:
@@ -398,6 +407,53 @@ class StreamLoop:
                 self.metrics.events_produced.labels(self.service, topic).inc(count)
             self._count_done(txn.messages, time.perf_counter() - txn.started)
         return True
+
+    def _send_offsets(self, producer: Any, offsets: list[Any]) -> None:
+        """``send_offsets_to_transaction`` with a deadline the client cannot ignore.
+
+        librdkafka may block in this call past its timeout, for good, when the group
+        coordinator's broker was dropped from the metadata while it was down (a single
+        broker restarted): it keeps waiting on the stale coordinator (confluentinc/librdkafka
+        #5456, #5511). The call therefore runs in a helper thread; one that does not return
+        in time leaves the producer wedged, and the loop replaces it.
+        """
+        metadata = self.consumer.kafka.consumer_group_metadata()
+        outcome: list[BaseException | None] = []
+        finished = threading.Event()
+
+        def call() -> None:
+            try:
+                producer.send_offsets_to_transaction(offsets, metadata, self._kafka_timeout_s)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the loop thread below
+                outcome.append(exc)
+            finally:
+                finished.set()
+
+        threading.Thread(target=call, name=f"{self.service}-send-offsets", daemon=True).start()
+        if not finished.wait(self._kafka_timeout_s + self.wedged_grace_s):
+            raise _WedgedProducer(
+                f"send_offsets_to_transaction did not return within {self._kafka_timeout_s:.0f}s"
+            )
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+
+    def _replace_wedged_producer(self, reason: str) -> None:
+        """Give up the stuck producer: a new one with the same transactional id fences it.
+
+        ``init_transactions`` of the new producer aborts the stuck one's open transaction
+        at the coordinator, so nothing of it becomes visible; its records are consumed
+        again from the committed offsets. The stuck producer is only dropped, not closed:
+        closing would wait on the same stale coordinator.
+        """
+        log.error("transactional_producer_wedged", reason=reason, group=self.group_id)
+        self.producer_replacements += 1
+        self._open = None
+        self.producer = self._new_transactional_producer()
+        self.producer.raw.init_transactions(self._kafka_timeout_s)
+        if self.state is not None:
+            self.state.restore(self._committed_state)
+        self.consumer.rewind_to_committed()
 
     def _fail_transaction(self, exc: KafkaException) -> None:
         error = kafka_error(exc)
