@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from mlops_platform.contracts import Catalogue
+from mlops_platform.contracts import Catalogue, load_catalogue
 from mlops_platform.errors import KafkaUnavailable
 from mlops_platform.settings import PlatformSettings
 
@@ -67,14 +67,24 @@ def ensure_topics(
 
 def create_topic(
     settings: PlatformSettings, name: str, partitions: int = 1, config: Mapping[str, str] | None = None
-) -> None:
-    """Create one topic (idempotent)."""
+) -> bool:
+    """Create one topic (idempotent; True when it was created here).
+
+    Replicated like the catalogue's topics on this cluster (see :func:`placement`): one
+    replica on a laptop's single broker, three with ``min.insync.replicas`` 2 on a cluster.
+    ``config`` may override ``min.insync.replicas`` like any other topic setting.
+    """
     admin = AdminClient(settings.admin_config())
-    _create(
-        admin,
-        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict(config or {}))],
-        settings.request_timeout_s * 2,
-    )
+    timeout_s = settings.request_timeout_s * 2
+    metadata = admin.list_topics(timeout=timeout_s)
+    if name in metadata.topics:
+        return False
+    catalogue = load_catalogue(settings.schemas_dir)
+    wanted = max((spec.replication_factor for spec in catalogue.topics), default=1)
+    replicas, min_insync = placement(wanted, len(metadata.brokers))
+    topic_config = {"min.insync.replicas": str(min_insync), **dict(config or {})}
+    topic = NewTopic(name, num_partitions=partitions, replication_factor=replicas, config=topic_config)
+    return bool(_create(admin, [topic], timeout_s))
 
 
 def _create(admin: AdminClient, topics: list[NewTopic], timeout_s: float) -> list[str]:

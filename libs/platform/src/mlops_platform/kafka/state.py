@@ -32,15 +32,13 @@ import time
 import zlib
 from typing import Protocol, runtime_checkable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from mlops_platform.contracts import load_catalogue
 from mlops_platform.errors import KafkaUnavailable
 from mlops_platform.logs import get_logger
 from mlops_platform.settings import PlatformSettings
 
-from .admin import consume_to_end
+from .admin import consume_to_end, create_topic
 
 log = get_logger(__name__)
 
@@ -142,22 +140,8 @@ class StateTopic:
         The catalogue's largest replication factor, capped at the cluster's brokers (one
         on a laptop); with three replicas one may be lost (``min.insync.replicas`` 2).
         """
-        timeout_s = self.settings.request_timeout_s * 2
-        admin = AdminClient(self.settings.admin_config())
-        metadata = admin.list_topics(timeout=timeout_s)
-        if self.topic in metadata.topics:
-            return
-        catalogue = load_catalogue(self.settings.schemas_dir)
-        wanted = max((spec.replication_factor for spec in catalogue.topics), default=1)
-        replicas = max(1, min(wanted, len(metadata.brokers)))
-        config = {"cleanup.policy": "compact", "min.insync.replicas": str(max(1, min(replicas - 1, 2)))}
-        future = admin.create_topics([NewTopic(self.topic, 1, replicas, config=config)])[self.topic]
-        try:
-            future.result(timeout_s)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another instance was first
-                raise
-        log.info("state_topic_created", topic=self.topic, replicas=replicas)
+        if create_topic(self.settings, self.topic, 1, {"cleanup.policy": "compact"}):
+            log.info("state_topic_created", topic=self.topic)
 
     def _chunk_key(self, index: int) -> bytes:
         return f"{self.key}#{index}".encode()
