@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,8 +20,8 @@ from mlops_platform.contracts import Topic, load_catalogue, make_event
 from mlops_platform.errors import SchemaRegistryUnavailable, SerializationError
 from recommender.commands import KIND_INTERACTION, command_from_event, origin_of, served_command
 from recommender.config import Settings
-from recommender.engine import Recommender, StateTables
-from recommender.service import RecommenderService
+from recommender.engine import Interaction, Origin, Recommender, StateTables
+from recommender.service import CommitFlush, RecommenderService
 from recommender.streams import RecommenderStreams, StreamTopics
 from recsys_data import load_catalogue as load_items
 
@@ -220,13 +221,15 @@ async def test_registry_outage_while_stopping_keeps_the_record_as_a_dead_letter(
     assert _headers(letter)["dlq.error.class"] == b"SchemaRegistryUnavailable"
 
 
-def _command(streams: RecommenderStreams, user: str, item: str, kind: str) -> dict[str, Any]:
+def _command(
+    streams: RecommenderStreams, user: str, item: str, kind: str, *, offset: int = 41, partition: int = 1
+) -> dict[str, Any]:
     value = _interaction(user, item, kind)
     message = _message(value)
     origin = origin_of(
         topic=message.topic,
-        partition=1,
-        offset=41,
+        partition=partition,
+        offset=offset,
         timestamp_ms=1,
         key=message.key,
         value=value,
@@ -261,6 +264,60 @@ async def test_a_positive_interaction_publishes_updated_and_push_with_its_cause(
     assert [s["key"] for s in _sent(streams, "push")] == [b"user-1"]
     # The state was written under the command's partition.
     assert "2|item-00005" in streams.engine.tables.item_stats
+
+
+async def test_a_replayed_command_changes_nothing_and_publishes_nothing(
+    streams: RecommenderStreams,
+) -> None:
+    first = _command(streams, "user-1", "item-00005", "purchase", offset=7)
+    await streams.handle(first, SimpleNamespace(partition=2))
+    tables = streams.engine.tables
+    before = {name: json.dumps(dict(table), sort_keys=True) for name, table in tables.named().items()}
+    published = len(_sent(streams, "updated"))
+    # The same record again (stage 2 re-read it, or stage 1 re-forwarded it after a crash),
+    # and an older record of the same source partition.
+    await streams.handle(first, SimpleNamespace(partition=2))
+    await streams.handle(
+        _command(streams, "user-1", "item-00009", "like", offset=6), SimpleNamespace(partition=2)
+    )
+    after = {name: json.dumps(dict(table), sort_keys=True) for name, table in tables.named().items()}
+    assert after == before
+    assert len(_sent(streams, "updated")) == published
+    assert streams.engine.profile("user-1")["interactions"] == 1  # type: ignore[index]
+
+
+async def test_a_new_command_applies_after_one_of_another_source_partition(
+    streams: RecommenderStreams,
+) -> None:
+    await streams.handle(
+        _command(streams, "user-1", "item-00005", "like", offset=7), SimpleNamespace(partition=2)
+    )
+    # Offsets are per source partition: a lower offset of another partition is new.
+    await streams.handle(
+        _command(streams, "user-1", "item-00006", "like", offset=3, partition=0), SimpleNamespace(partition=2)
+    )
+    await streams.handle(
+        _command(streams, "user-1", "item-00007", "like", offset=8), SimpleNamespace(partition=2)
+    )
+    profile = streams.engine.profile("user-1")
+    assert profile is not None and profile["interactions"] == 3
+    assert [entry["item"] for entry in profile["recent_activity"]] == [
+        "item-00007",
+        "item-00006",
+        "item-00005",
+    ]
+    applied = streams.engine.tables.profiles["user-1"]["applied"]
+    assert applied == {"business.user.interaction|1": 8, "business.user.interaction|0": 3}
+
+
+def test_the_applied_offsets_are_bounded_oldest_source_first(settings: Settings) -> None:
+    engine = Recommender(CATALOGUE, StateTables(), replace(settings.engine_config(), applied_sources=2))
+    for partition in range(3):
+        engine.on_interaction(
+            Interaction("u", "item-00001", "view", 1, origin=Origin("t", partition, 5)), shard=0
+        )
+    assert engine.tables.profiles["u"]["applied"] == {"t|1": 5, "t|2": 5}
+    assert engine.is_applied("u", Origin("t", 2, 5)) and not engine.is_applied("u", Origin("t", 2, 6))
 
 
 async def test_similar_users_get_boost_commands(streams: RecommenderStreams) -> None:
@@ -329,3 +386,45 @@ async def test_a_crashed_app_stops_the_process(
     fake_app.crashed, fake_app.crash_reason = True, RuntimeError("fetcher died")
     await asyncio.wait_for(watchdog, timeout=5)
     assert crashes == [True]
+
+
+class FakeBuffer:
+    """Faust's producer buffer as far as the commit flush is concerned."""
+
+    def __init__(self) -> None:
+        self.queued: list[asyncio.Future[Any]] = []
+
+    def put(self, fut: asyncio.Future[Any]) -> None:
+        self.queued.append(fut)
+
+    async def flush(self) -> None:  # faust-streaming's: returns while records are queued
+        return None
+
+
+async def test_the_commit_flush_waits_for_every_queued_table_write() -> None:
+    buffer = FakeBuffer()
+    flush = CommitFlush(buffer)
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    buffer.put(first)
+    buffer.put(second)
+    assert buffer.queued == [first, second]
+    flushing = asyncio.ensure_future(buffer.flush())
+    first.set_result(None)
+    await asyncio.sleep(0)
+    assert not flushing.done()  # the second record is not acknowledged yet
+    # A record queued during the flush belongs to a later commit.
+    buffer.put(loop.create_future())
+    second.set_result(None)
+    await asyncio.wait_for(flushing, timeout=5)
+    assert len(flush.pending) == 1
+
+
+async def test_a_failed_table_write_fails_the_commit_flush() -> None:
+    buffer = FakeBuffer()
+    CommitFlush(buffer)
+    failed = asyncio.get_running_loop().create_future()
+    buffer.put(failed)
+    failed.set_exception(RuntimeError("broker said no"))
+    with pytest.raises(RuntimeError, match="broker said no"):
+        await buffer.flush()

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from mlops_platform.contracts import Topic
-from recommender.engine import Click, Interaction
+from recommender.engine import Click, Interaction, Origin
 
 KIND_INTERACTION = "interaction"
 KIND_CLICK = "click"
@@ -199,6 +199,14 @@ def similar_boost_command(
     }
 
 
+def origin_key(command: Mapping[str, Any]) -> Origin | None:
+    """The topic, partition and offset of a command's source record (None: it has none)."""
+    origin = command.get("origin")
+    if not origin:
+        return None
+    return Origin(str(origin["topic"]), int(origin["partition"]), int(origin["offset"]))
+
+
 def to_interaction(command: Mapping[str, Any]) -> Interaction | None:
     """The engine's interaction for an interaction or feedback command (None: nothing to apply)."""
     data = command["data"]
@@ -212,6 +220,7 @@ def to_interaction(command: Mapping[str, Any]) -> Interaction | None:
             interaction_type=interaction_type,
             timestamp_ms=int(command["event_time"]),
             rating=data.get("rating"),
+            origin=origin_key(command),
         )
     return Interaction(
         user_id=command["user_id"],
@@ -221,6 +230,7 @@ def to_interaction(command: Mapping[str, Any]) -> Interaction | None:
         rating=data.get("rating"),
         session_id=data.get("session_id"),
         context=data.get("context") or {},
+        origin=origin_key(command),
     )
 
 
@@ -233,4 +243,5 @@ def to_click(command: Mapping[str, Any]) -> Click:
         strategy=data["strategy"],
         position=int(data["position"]),
         timestamp_ms=int(command["event_time"]),
+        origin=origin_key(command),
     )

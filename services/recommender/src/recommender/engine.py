@@ -114,6 +114,8 @@ class EngineConfig:
     boost_max_items: int = 100
     segment_size: int = 200
     segment_refresh_ms: int = 300_000
+    applied_sources: int = 64
+    """Source partitions whose last applied offset a profile remembers (oldest dropped first)."""
     shards: int = 3
     arms: tuple[tuple[str, float], ...] = ((STRATEGY_HYBRID, 0.9), (STRATEGY_CONTENT, 0.1))
     """A/B split of users over strategies, deterministic by user id."""
@@ -128,6 +130,20 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """The source record a command was made from: its topic, partition and offset."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def source(self) -> str:
+        """The source partition, as the key of a profile's ``applied`` offsets."""
+        return f"{self.topic}|{self.partition}"
+
+
+@dataclass(frozen=True)
 class Interaction:
     """An interaction (or feedback) of a user with an item, normalised."""
 
@@ -138,6 +154,8 @@ class Interaction:
     rating: float | None = None
     session_id: str | None = None
     context: Mapping[str, str] = field(default_factory=dict)
+    origin: Origin | None = None
+    """Where it was read from; None for interactions that need no replay protection."""
 
     @property
     def kind(self) -> str:
@@ -161,6 +179,7 @@ class Click:
     strategy: str
     position: int
     timestamp_ms: int
+    origin: Origin | None = None
 
 
 @dataclass
@@ -336,8 +355,24 @@ class Recommender:
 
     # ------------------------------------------------------------------ commands
 
+    def is_applied(self, user_id: str, origin: Origin | None) -> bool:
+        """Whether the record at ``origin`` was already applied to ``user_id``'s state.
+
+        A user's commands arrive in one commands partition, in order per source partition,
+        so anything at or below the last applied offset of its source is a replay (a
+        re-forward by stage 1 or a re-read by stage 2 after a crash).
+        """
+        if origin is None:
+            return False
+        applied = (self.tables.profiles.get(user_id) or {}).get("applied") or {}
+        last = applied.get(origin.source)
+        return last is not None and origin.offset <= int(last)
+
     def on_interaction(self, event: Interaction, shard: int) -> Outcome:
-        """Record an interaction; refresh (and push) the top-k when it is positive."""
+        """Record an interaction; refresh (and push) the top-k when it is positive.
+
+        The caller skips replays (:meth:`is_applied`); the profile write records the origin.
+        """
         kind = event.kind
         weight = event.weight
         item = self.catalogue.get(event.item_id)
@@ -371,7 +406,17 @@ class Recommender:
         return outcome
 
     def on_click(self, click: Click, shard: int) -> Outcome:
-        """A click on a recommendation: CTR and A/B stats, boost similar items, refresh."""
+        """A click on a recommendation: CTR and A/B stats, boost similar items, refresh.
+
+        The origin is recorded in the user's profile when there is one (a user who only
+        clicked has none, so those clicks are not protected against replays).
+        """
+        profile = self.tables.profiles.get(click.user_id)
+        if profile is not None and click.origin is not None:
+            self.tables.profiles[click.user_id] = {
+                **profile,
+                "applied": self._applied(profile, click.origin),
+            }
         self._bump_strategy(shard, click.strategy, clicks=1)
         if click.item_id in self.catalogue:
             self._bump_item(shard, click.item_id, clicks=1)
@@ -746,12 +791,29 @@ class Recommender:
             genres=preferences,
             n=int(profile.get("n", 0)) + 1,
             counts=counts,
+            # In the same record as the change, so the changelog restores both or neither.
+            applied=self._applied(profile, event.origin),
             updated=event.timestamp_ms,
             previous_dominant=profile.get("dominant"),
             dominant=max(preferences, key=lambda g: (preferences[g], g)) if preferences else None,
         )
         self.tables.profiles[user_id] = profile
         return profile
+
+    def _applied(self, profile: Mapping[str, Any], origin: Origin | None) -> dict[str, int]:
+        """The profile's last applied offset per source partition, with ``origin`` recorded.
+
+        Bounded: the sources written longest ago are dropped first (dicts keep insertion
+        order, and so does their JSON in the changelog).
+        """
+        applied = {str(k): int(v) for k, v in (profile.get("applied") or {}).items()}
+        if origin is None:
+            return applied
+        applied.pop(origin.source, None)
+        applied[origin.source] = origin.offset
+        while len(applied) > self.config.applied_sources:
+            del applied[next(iter(applied))]
+        return applied
 
     def _update_segment(self, user_id: str, profile: Mapping[str, Any], shard: int, ts: int) -> None:
         dominant = profile.get("dominant")

@@ -40,7 +40,7 @@ def recommender_metrics(registry: CollectorRegistry = REGISTRY) -> RecommenderMe
         events_processed=Counter(
             "recommender_events_processed_total",
             "Events and commands handled, by kind (interaction, click, feedback, served, similar_boost) "
-            "and outcome (ok, ignored, dead_letter)",
+            "and outcome (ok, ignored, replayed, dead_letter)",
             ["kind", "outcome"],
             registry=registry,
         ),

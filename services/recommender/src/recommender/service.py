@@ -106,6 +106,40 @@ def build_faust_app(settings: Settings) -> faust.App:
     )
 
 
+class CommitFlush:
+    """Make the flush Faust runs before committing offsets wait for every table write.
+
+    Table writes are queued in the producer's buffer (``send_soon``) and produced in the
+    background. Faust flushes the producer before it commits offsets, but faust-streaming's
+    ``ProducerBuffer.flush`` gives up as soon as no record left the buffer for 0.1 s (a
+    busy event loop: scoring is synchronous) and does not wait for the record being
+    handed over; the offsets were then committed for events whose table changes were
+    still queued, and a SIGKILL lost them. This flush waits until every changelog record
+    queued so far is acknowledged by the broker, and fails (so nothing is committed) if
+    one of them could not be written.
+    """
+
+    def __init__(self, buffer: Any) -> None:
+        self.buffer = buffer
+        self.pending: set[asyncio.Future[Any]] = set()
+        self._put = buffer.put
+        # The producer calls ``buffer.put`` for every table write and ``buffer.flush`` before
+        # every commit (and on stop).
+        buffer.put = self.put
+        buffer.flush = self.flush
+
+    def put(self, fut: asyncio.Future[Any]) -> None:
+        self.pending.add(fut)
+        fut.add_done_callback(self.pending.discard)
+        self._put(fut)
+
+    async def flush(self) -> None:
+        """Wait for the records queued before this call (later ones belong to a later commit)."""
+        queued = list(self.pending)
+        if queued:
+            await asyncio.gather(*queued)
+
+
 class RecommenderService:
     """Everything the recommender runs, around one :class:`ServiceRuntime` and one Faust app."""
 
@@ -219,6 +253,7 @@ class RecommenderService:
             # statistics, co-occurrence, impressions of the pushed list), so Faust's default of
             # 100 would throttle (and warn) at a handful of events in flight.
             self.app.producer.buffer.max_messages = self.settings.changelog_buffer
+            self.commit_flush = CommitFlush(self.app.producer.buffer)
             self.started = True
             log.info(
                 "streams_started", app_id=self.settings.consumer_group, sources=sorted(self.source_topics)

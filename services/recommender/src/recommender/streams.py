@@ -44,6 +44,7 @@ from recommender.commands import (
     InvalidEvent,
     command_from_event,
     origin_bytes,
+    origin_key,
     origin_of,
     served_command,
     similar_boost_command,
@@ -57,6 +58,9 @@ from recommender.metrics import recommender_metrics
 log = get_logger(__name__)
 
 T = TypeVar("T")
+
+REPLAYED = Outcome()
+"""What :meth:`RecommenderStreams.apply` returns for a command that was already applied."""
 
 
 class Sink(Protocol):
@@ -230,6 +234,9 @@ class RecommenderStreams:
             if outcome is None:
                 self.metrics.events_processed.labels(kind, "ignored").inc()
                 return
+            if outcome is REPLAYED:
+                self.metrics.events_processed.labels(kind, "replayed").inc()
+                return
             if outcome.updated is not None:
                 self.metrics.refresh_seconds.observe(time.perf_counter() - started)
             try:
@@ -240,10 +247,16 @@ class RecommenderStreams:
             self.metrics.events_processed.labels(kind, "ok").inc()
 
     def apply(self, command: Mapping[str, Any], shard: int) -> Outcome | None:
-        """Run a command through the engine (synchronous: table writes happen here)."""
+        """Run a command through the engine (synchronous: table writes happen here).
+
+        A command whose source record the user's state already holds (a replay after a
+        crash) changes nothing and returns :data:`REPLAYED`.
+        """
         kind = command["kind"]
         user_id = str(command["user_id"])
         data = command.get("data") or {}
+        if self.engine.is_applied(user_id, origin_key(command)):
+            return REPLAYED
         if kind in (KIND_INTERACTION, KIND_FEEDBACK):
             interaction = to_interaction(command)
             return None if interaction is None else self.engine.on_interaction(interaction, shard)
