@@ -375,8 +375,13 @@ def measure(
     regime: str | None = None,
     reference: str | None = None,
     exclude: str = "",
+    chain_from: Callable[[Seen], bool] | None = None,
 ) -> None:
-    """Fill ``outcome`` from the events since ``start`` (the scenario's known-good start)."""
+    """Fill ``outcome`` from the events since ``start`` (the scenario's known-good start).
+
+    The chain is walked from the last event ``chain_from`` accepts, by default the last
+    ``model.deployed`` since the onset (or else the last decision).
+    """
     events = suite.events(start)
     onset = outcome.onset
     if onset is not None and detect is not None:
@@ -405,6 +410,8 @@ def measure(
     ]
     actions = [s for s in events if s.topic == Topic.SYSTEM_ACTIONS and s.value["status"] != "started"]
     last = deployed[-1] if deployed else (actions[-1] if actions else None)
+    if chain_from is not None:
+        last = next((s for s in reversed(events) if chain_from(s)), None)
     if last is not None:
         chain, complete = suite.timeline.walk(last.event_id, cause_topics)
         outcome.chain = [s.topic for s in chain]
@@ -731,8 +738,14 @@ def overload(suite: Suite) -> Outcome:
         traffic.join(10)
         outcome.events_sent += traffic.counters.transactions
         stack.scale("predictor", 1)
+    # The overload's own decisions: a retrain the run's labels may trigger is another story.
     measure(
-        suite, outcome, start, detect=decided_by("system-overload"), cause_topics=[Topic.SYSTEM_HEALTH.value]
+        suite,
+        outcome,
+        start,
+        detect=decided_by("system-overload"),
+        cause_topics=[Topic.SYSTEM_HEALTH.value],
+        chain_from=decided_by("system-overload", "system-overload-cleared"),
     )
     outcome.expectations = {
         "scaled up": action_done(suite, start, "scale"),
