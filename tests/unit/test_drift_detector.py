@@ -617,6 +617,29 @@ def test_label_rate_drift_is_a_target_drift_event(settings: Settings) -> None:
     assert latest["significant"] and latest["label_rate"] > 0.07
 
 
+def test_a_million_stable_labels_raise_no_target_drift() -> None:
+    # The window is tested every target_step labels: at a per-test level of 0.01 a million
+    # labels at the training rate raised about twenty alarms; the default keeps it at none,
+    # while the same stream at twice the rate is still caught.
+    from drift_detector.events import Emitter
+    from drift_detector.severity import DriftPolicy
+    from drift_detector.target import TargetDrift
+
+    s = Settings()
+    rng = np.random.default_rng(11)
+
+    def alarms(rate: float, labels: int) -> int:
+        emitter = Emitter()
+        target = TargetDrift(s, DriftPolicy(), emitter)
+        target.set_reference("1", 0.03)
+        for index, is_fraud in enumerate((rng.random(labels) < rate).tolist()):
+            target.take(is_fraud, index, {})
+        return len(emitter.take())
+
+    assert alarms(0.03, 1_000_000) == 0
+    assert alarms(0.06, 20_000) >= 1
+
+
 def test_target_assessment_needs_a_significant_change() -> None:
     from drift_detector.severity import DriftPolicy, Level
     from drift_detector.target import assess_target, bernoulli_psi
