@@ -111,10 +111,10 @@ class CommitFlush:
 
     Table writes are queued in the producer's buffer (``send_soon``) and produced in the
     background. Faust flushes the producer before it commits offsets, but faust-streaming's
-    ``ProducerBuffer.flush`` gives up as soon as no record left the buffer for 0.1 s (a
-    busy event loop: scoring is synchronous) and does not wait for the record being
-    handed over; the offsets were then committed for events whose table changes were
-    still queued, and a SIGKILL lost them. This flush waits until every changelog record
+    ``ProducerBuffer.flush`` returns once its queue looks empty (the record being handed to
+    aiokafka is no longer in it) or after 0.1 s without progress, and aiokafka's flush only
+    covers what it already holds; offsets could then be committed while table changes were
+    unacknowledged, and a SIGKILL lost them. This flush waits until every changelog record
     queued so far is acknowledged by the broker, and fails (so nothing is committed) if
     one of them could not be written.
     """
