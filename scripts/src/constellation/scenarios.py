@@ -50,7 +50,7 @@ from typing import Any
 
 from sklearn.metrics import average_precision_score
 
-from constellation import api_keys, stack
+from constellation import api_keys, credentials, stack
 from constellation.events import CONTROL_TOPICS, Seen, Timeline, describe, log
 from constellation.traffic import DelayedLabelSender, KafkaSender, LiveTraffic, TransactionPool
 from fraud_model.generator import DelayedLabels, TransactionGenerator
@@ -189,7 +189,11 @@ class Suite:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.tag = uuid.uuid4().hex[:6]
-        # This process's own clients talk to the stack the suite drives (STACK_DIR, ports).
+        # This process's own clients talk to the stack the suite drives (STACK_DIR, ports), as
+        # its admin: the infrastructure is started first, since a fresh stack writes the
+        # credentials these clients need.
+        stack.up(infra_only=True)
+        credentials.export_operator_env(os.environ, credentials.credentials_path(stack.STATE))
         connection = stack.platform_env()
         for name in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "MLFLOW_TRACKING_URI"):
             os.environ.setdefault(name, connection[name])
@@ -210,7 +214,6 @@ class Suite:
             os.environ.setdefault(key, value)
         for spec in stack.SERVICES:
             os.environ.setdefault(f"{spec.env_prefix}HEARTBEAT_INTERVAL_S", str(HEARTBEAT_S))
-        stack.up(infra_only=True)
         self.timeline.start()
         if not self.timeline.assigned.wait(60):
             raise stack.StackError("the timeline consumer got no partitions within 60s")
