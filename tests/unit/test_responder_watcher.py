@@ -140,6 +140,24 @@ def test_overload_passed_once_the_lag_stays_calm_with_more_than_the_minimum():
     assert cleared.attributes["live_instances"] == "2" and cleared.attributes["consumer_lag"] == "20"
 
 
+def test_an_overload_drained_before_the_new_instance_is_up_still_passes_once_it_is():
+    # The scale-up takes a while: the lag is gone while the only instance is still alone.
+    w = watcher(min_instances=1, calm_lag=100, calm_s=60)
+    assert len(w.observe(beat("predictor", T0, lag=5000, instance="a"), T0)) == 1
+    t = T0
+    for _ in range(6):
+        t += timedelta(seconds=10)
+        assert w.observe(beat("predictor", t, lag=0, instance="a"), t) == []
+    raised = []
+    while t < T0 + timedelta(seconds=300):  # the second instance has joined
+        t += timedelta(seconds=10)
+        for instance in ("a", "b"):
+            raised += w.observe(beat("predictor", t, lag=0, instance=instance), t)
+    [cleared] = raised
+    assert cleared.event_type == EventType.SYSTEM_OVERLOAD_CLEARED
+    assert cleared.attributes["live_instances"] == "2"
+
+
 def test_no_overload_passed_without_an_overload_at_the_minimum_or_while_the_lag_is_high():
     w = watcher(min_instances=1, calm_lag=100, calm_s=60)
     for s in range(0, 300, 10):  # two calm instances, never overloaded: an operator's choice

@@ -400,10 +400,10 @@ class HeartbeatWatcher:
     def _calm(self, service: _Service, live: list[_Instance], lag: int, now: datetime) -> Condition | None:
         """Overload passed: after an overload, lag under the calm threshold for a while, and
         more instances than the minimum (instances an operator started on purpose are left alone)."""
+        # Still overloaded while at the minimum: the lag usually drains before the instance
+        # the overload started is up, and forgetting the overload then would leave it running.
         if not service.overloaded or lag > self.calm_lag or len(live) <= self.min_instances:
             service.calm_since = None
-            if len(live) <= self.min_instances:
-                service.overloaded = False  # back at the minimum: nothing left to undo
             return None
         if service.calm_since is None:
             service.calm_since = now
