@@ -163,7 +163,8 @@ def drift(clock: Clock, severity: str = "HIGH", env: dict | None = None) -> dict
     }
 
 
-def wait_until(predicate, timeout_s: float = 10.0) -> None:
+def wait_until(predicate, timeout_s: float = 60.0) -> None:
+    # A deadline, not a speed check: background actions on a loaded machine may take a while.
     done = threading.Event()
     for _ in range(int(timeout_s / 0.02)):
         if predicate():
