@@ -54,3 +54,27 @@ def test_a_failed_action_and_a_broken_chain_are_reported() -> None:
     assert "NO" in row and "FAILED: rolled back, chain complete" in row
     assert not broken.ok and broken.action_success == 0.0
     assert ">= 99% of actions succeed" in text and "0/1" in text
+
+
+def test_a_rollback_chain_goes_back_past_its_own_topic() -> None:
+    from constellation.events import Timeline
+    from mlops_platform.settings import PlatformSettings
+
+    timeline = Timeline(PlatformSettings(kafka_bootstrap_servers="127.0.0.1:1"), lambda _t, _v: None)
+
+    def saw(topic: str, event_id: str, cause: str | None) -> None:
+        timeline.seen[event_id] = Seen(
+            topic, {"envelope": {"event_id": event_id, "causation_id": cause}}, 0.0
+        )
+
+    saw("model.deployed", "bad-promote", None)  # an operator's: the incident
+    saw("model.performance.degraded", "drop", "bad-promote")
+    saw("system.actions", "rollback", "drop")
+    saw("model.deployed", "rollback-deployed", "rollback")
+    causes = ["model.performance.degraded", "model.deployed"]
+
+    chain, complete = timeline.walk("rollback-deployed", causes)
+
+    assert complete and [s.event_id for s in chain] == ["rollback-deployed", "rollback", "drop"]
+    _, broken = timeline.walk("missing", causes)
+    assert broken is False

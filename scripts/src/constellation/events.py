@@ -146,7 +146,9 @@ class Timeline(threading.Thread):
                 if seen is None or seen in chain:
                     return chain, False
                 chain.append(seen)
-                if seen.topic in stops:
+                # The event walked from is never its own cause (a rollback's model.deployed
+                # goes back to the deployment it undoes, which is on the same topic).
+                if seen.topic in stops and len(chain) > 1:
                     return chain, True
                 current = seen.causation_id
         return chain, False
