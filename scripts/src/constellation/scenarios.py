@@ -820,7 +820,8 @@ def stable(suite: Suite) -> Outcome:
     )
     # The last windows and label evaluations land a heartbeat later.
     time.sleep(3 * HEARTBEAT_S)
-    measure(suite, outcome, start, detect=None, cause_topics=DRIFT_EVENTS)
+    # A scaling decision for the burst goes back to the heartbeat that reported the lag.
+    measure(suite, outcome, start, detect=None, cause_topics=[*DRIFT_EVENTS, Topic.SYSTEM_HEALTH.value])
     # Sent as fast as Kafka takes it, the run is also a burst: scaling the predictor for the
     # lag is the right response, not a false alarm. Any model action is one.
     model_actions = [k for k in outcome.actions if k.split(":")[0] not in ("scale", "scale_down")]
