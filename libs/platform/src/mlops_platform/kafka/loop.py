@@ -14,7 +14,10 @@ outputs and confirms them before the input offsets move:
   soon as a poll comes back short, i.e. the loop caught up): a commit costs several
   broker round trips, so at saturation fewer, larger transactions carry more events per
   second, and a flowing stream below capacity still commits every poll. Partitions about
-  to be revoked commit the open transaction first.
+  to be revoked commit the open transaction first. Whether a poll closes its transaction
+  is known as soon as it is polled, so the offsets go to the transaction
+  (``send_offsets_to_transaction``, two coordinator round trips) while the handler works
+  on the poll, not after it: a stream below capacity waits for the commit only.
 
 A **stateful** handler (its owner implements :class:`~mlops_platform.kafka.state.Stateful`,
 ``state=...``, ``state_topic=...``; exactly-once only) has its state checkpointed with
@@ -105,6 +108,42 @@ class _Isolate(Exception):
         for record in records:
             key = (record.topic, record.partition)
             self.last[key] = max(self.last.get(key, -1), record.offset)
+
+
+class _OffsetsCall:
+    """``send_offsets_to_transaction`` running in a helper thread, with a deadline the client cannot ignore.
+
+    librdkafka may block in this call past its timeout, for good, when the group
+    coordinator's broker was dropped from the metadata while it was down (a single
+    broker restarted): it keeps waiting on the stale coordinator (confluentinc/librdkafka
+    #5456, #5511). A call that does not return in time leaves the producer wedged, and
+    the loop replaces it. Running in a thread also lets the loop handle the batch while
+    the offsets travel to the coordinator.
+    """
+
+    def __init__(
+        self, service: str, producer: Any, offsets: list[Any], metadata: Any, timeout_s: float
+    ) -> None:
+        self.timeout_s = timeout_s
+        self._error: BaseException | None = None
+        self._finished = threading.Event()
+
+        def call() -> None:
+            try:
+                producer.send_offsets_to_transaction(offsets, metadata, timeout_s)
+            except BaseException as exc:  # handed to the loop thread by result()
+                self._error = exc
+            finally:
+                self._finished.set()
+
+        threading.Thread(target=call, name=f"{service}-send-offsets", daemon=True).start()
+
+    def result(self, grace_s: float) -> None:
+        """Wait for the call; raises its error, or ``_WedgedProducer`` past timeout + grace."""
+        if not self._finished.wait(self.timeout_s + grace_s):
+            raise _WedgedProducer(f"send_offsets_to_transaction did not return within {self.timeout_s:.0f}s")
+        if self._error is not None:
+            raise self._error
 
 
 class _OpenTransaction:
@@ -213,7 +252,7 @@ class StreamLoop:
             self.state_topic = StateTopic(settings, state_topic, state_key(group_id, str(instance)))
         self.checkpoints = 0
         # How long past the client's own timeout a transactional call may block before the
-        # loop replaces the producer (see ``_send_offsets``).
+        # loop replaces the producer (see ``_OffsetsCall``).
         self.wedged_grace_s = 5.0
         self.producer_replacements = 0
         self.error: BaseException | None = None
@@ -342,38 +381,67 @@ class StreamLoop:
         if self._open is None:
             producer.begin_transaction()
             self._open = _OpenTransaction(started)
+        due = self._commit_due(messages) or self.stop_signal.is_set()
+        # The offsets this commit will carry are known before the handler runs.
+        offsets = self._start_send_offsets(producer, [*self._open.messages, *messages]) if due else None
         outbox = Outbox(self.producer)
         try:
             self._handle(messages, outbox)
             self._open.produced.update(outbox.send())
         except (_Retry, *_TRANSIENT) as exc:
             outbox.discard()
-            self._abort_and_rewind(f"transient failure: {exc}")
-            self.stop_signal.wait(self.retry_backoff_s)
+            if self._settle(offsets):
+                self._abort_and_rewind(f"transient failure: {exc}")
+                self.stop_signal.wait(self.retry_backoff_s)
             return
         except KafkaException as exc:
             outbox.discard()
-            self._fail_transaction(exc)
+            if self._settle(offsets):
+                self._fail_transaction(exc)
             return
         except _Isolate as isolate:
             outbox.discard()
             self._isolate.update(isolate.last)
-            self._abort_and_rewind("a batch failed: its records are handled one by one")
+            if self._settle(offsets):
+                self._abort_and_rewind("a batch failed: its records are handled one by one")
             return
+        except BaseException:
+            self._settle(offsets)
+            raise
         self._open.messages.extend(messages)
+        if due or self.stop_signal.is_set():
+            self._commit_open(offsets)
+
+    def _commit_due(self, messages: list[Message]) -> bool:
+        """Whether the open transaction commits once this poll is handled."""
+        assert self._open is not None
         age = time.perf_counter() - self._open.started
         if self.state is not None:
             # Each commit writes a snapshot: bounded by time, not by polls or records.
-            due = age >= self.state_interval_s
-        else:
-            caught_up = len(messages) < self.batch_size
-            due = (
-                caught_up
-                or len(self._open.messages) >= self.commit_max_records
-                or age >= self.commit_interval_s
-            )
-        if due or self.stop_signal.is_set():
-            self._commit_open()
+            return age >= self.state_interval_s
+        caught_up = len(messages) < self.batch_size
+        return (
+            caught_up
+            or len(self._open.messages) + len(messages) >= self.commit_max_records
+            or age >= self.commit_interval_s
+        )
+
+    def _settle(self, offsets: _OffsetsCall | None) -> bool:
+        """Let an early offsets call finish before the transaction is aborted.
+
+        Its outcome no longer matters (the abort drops the offsets too), but an abort
+        must not race it. False: the call wedged the producer, which was replaced.
+        """
+        if offsets is None:
+            return True
+        try:
+            offsets.result(self.wedged_grace_s)
+        except _WedgedProducer as exc:
+            self._replace_wedged_producer(str(exc))
+            return False
+        except KafkaException:
+            pass
+        return True
 
     def _idle_commit_due(self) -> bool:
         """An empty poll with a transaction open: commit now (stateful loops: once it is old enough)."""
@@ -381,16 +449,21 @@ class StreamLoop:
             return True
         return time.perf_counter() - self._open.started >= self.state_interval_s
 
-    def _commit_open(self) -> bool:
-        """Commit the open transaction: its outputs with the offsets of every poll it holds."""
+    def _commit_open(self, offsets: _OffsetsCall | None = None) -> bool:
+        """Commit the open transaction: its outputs with the offsets of every poll it holds.
+
+        ``offsets``: the offsets call already started for exactly these polls.
+        """
         txn, producer = self._open, self.producer.raw
         if txn is None:
             return True
         try:
             if self.state is not None and self.state_topic is not None:
                 self.state_topic.write(producer, self.state.snapshot())
-            if txn.messages:
-                self._send_offsets(producer, next_offsets(txn.messages))
+            if offsets is None and txn.messages:
+                offsets = self._start_send_offsets(producer, txn.messages)
+            if offsets is not None:
+                offsets.result(self.wedged_grace_s)
             producer.commit_transaction(self._kafka_timeout_s)
         except KafkaException as exc:
             self._fail_transaction(exc)
@@ -408,35 +481,15 @@ class StreamLoop:
             self._count_done(txn.messages, time.perf_counter() - txn.started)
         return True
 
-    def _send_offsets(self, producer: Any, offsets: list[Any]) -> None:
-        """``send_offsets_to_transaction`` with a deadline the client cannot ignore.
-
-        librdkafka may block in this call past its timeout, for good, when the group
-        coordinator's broker was dropped from the metadata while it was down (a single
-        broker restarted): it keeps waiting on the stale coordinator (confluentinc/librdkafka
-        #5456, #5511). The call therefore runs in a helper thread; one that does not return
-        in time leaves the producer wedged, and the loop replaces it.
-        """
-        metadata = self.consumer.kafka.consumer_group_metadata()
-        outcome: list[BaseException | None] = []
-        finished = threading.Event()
-
-        def call() -> None:
-            try:
-                producer.send_offsets_to_transaction(offsets, metadata, self._kafka_timeout_s)
-                outcome.append(None)
-            except BaseException as exc:  # handed to the loop thread below
-                outcome.append(exc)
-            finally:
-                finished.set()
-
-        threading.Thread(target=call, name=f"{self.service}-send-offsets", daemon=True).start()
-        if not finished.wait(self._kafka_timeout_s + self.wedged_grace_s):
-            raise _WedgedProducer(
-                f"send_offsets_to_transaction did not return within {self._kafka_timeout_s:.0f}s"
-            )
-        if outcome and outcome[0] is not None:
-            raise outcome[0]
+    def _start_send_offsets(self, producer: Any, messages: Sequence[Message]) -> _OffsetsCall:
+        """Start adding the offsets after ``messages`` to the open transaction."""
+        return _OffsetsCall(
+            self.service,
+            producer,
+            next_offsets(messages),
+            self.consumer.kafka.consumer_group_metadata(),
+            self._kafka_timeout_s,
+        )
 
     def _replace_wedged_producer(self, reason: str) -> None:
         """Give up the stuck producer: a new one with the same transactional id fences it.
