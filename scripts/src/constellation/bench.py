@@ -24,6 +24,9 @@ Besides the three modes:
 * **compute floor** — decode -> features -> predict -> encode of the same events through the
   predictor's own handler in one process with no Kafka (``bench_floor``), with the time per
   event of each stage; the pipeline is reported as a multiple of it.
+* **transaction floor** (``txn``) — single-record Kafka transactions back to back on the
+  same broker (``bench_txn``): the cycle an exactly-once stage pays whatever it computes,
+  and how soon a committed record is readable; the latency floor of the pipeline.
 * **ingest** — the running ingest over HTTP (``bench_ingest``): accepted transactions/s and
   the 202's latency, and end to end to ``prediction.completed``, on ``/transactions`` and
   ``/transactions/batch``, at saturation and fixed rates (skipped when ingest is not running).
@@ -61,6 +64,7 @@ from confluent_kafka.admin import AdminClient
 from constellation import ROOT, api_keys, stack
 from constellation.bench_floor import compute_floor
 from constellation.bench_ingest import percentiles, run_ingest
+from constellation.bench_txn import transaction_floor
 from constellation.processes import Child, free_port, http_json, start_child, wait_until
 from constellation.traffic import IngestSender, KafkaSender, Sender, TransactionPool, encode_request
 from mlops_platform.auth import Role
@@ -129,7 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--via", choices=("kafka", "ingest"), default="kafka", help="how requests enter")
     parser.add_argument("--ingest-url", default=os.environ.get("INGEST_URL", service_url("ingest")))
     parser.add_argument(
-        "--modes", default="pipeline,naive,raw,floor,ingest", help="which modes to run (comma separated)"
+        "--modes", default="pipeline,naive,raw,txn,floor,ingest", help="which modes to run (comma separated)"
     )
     parser.add_argument("--quick", action="store_true", help="short run: 2 rates x 5 s, small bursts")
     parser.add_argument("--seed", type=int, default=2024)
@@ -691,6 +695,15 @@ def extras(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             f"compute floor profile, us/event ({floor['us_per_event']:.1f} in all): "
             + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
         )
+    txn = summary.get("transaction_floor_ms")
+    if txn:
+        cycle, visible = txn["cycle_ms"], txn["readable_ms"]
+        lines.append(
+            "exactly-once latency floor (one-record transactions back to back): "
+            f"cycle p50 {cycle['p50']:.1f} / p99 {cycle['p99']:.1f} ms, "
+            f"begin -> readable p50 {visible.get('p50', 0):.1f} / p99 {visible.get('p99', 0):.1f} ms; "
+            "an event waits for the cycle in progress, then rides its own"
+        )
     if ingest:
         lines.append(f"{'ingest':<38}{'tx/s':>9}  {'202 p50/p95/p99 ms':>22}  {'score p50/p95/p99 ms':>26}")
         for r in ingest:
@@ -737,8 +750,10 @@ def main(argv: list[str] | None = None) -> int:
             http_json(f"{args.predictor_url}/model", headers=viewer_headers()) if use_running else None
         )
         ready = http_json(f"{args.predictor_url}/ready") if predictor_model else None
-        with private_topics(settings, "request", "completed", "naive-in", "naive-out", "raw") as topics:
-            req_topic, out_topic, naive_in, naive_out, raw_topic = topics
+        with private_topics(
+            settings, "request", "completed", "naive-in", "naive-out", "raw", "txn"
+        ) as topics:
+            req_topic, out_topic, naive_in, naive_out, raw_topic, txn_topic = topics
             if predictor_model and ready and ready.get("ready"):
                 pipeline_in, pipeline_out = REQUEST, COMPLETED
                 meta["predictor"] = {"url": args.predictor_url, "own": False, "model": predictor_model}
@@ -823,6 +838,18 @@ def main(argv: list[str] | None = None) -> int:
             if "raw" in modes:
                 measure("raw", to_kafka(raw_topic), raw_topic, args.saturation_events)
 
+            if "txn" in modes:
+                log("transaction floor: single-record transactions back to back, nothing else")
+                meta["transaction_floor"] = transaction_floor(settings, txn_topic)
+                cycle, visible = (
+                    meta["transaction_floor"]["cycle_ms"],
+                    meta["transaction_floor"]["readable_ms"],
+                )
+                log(
+                    f"transaction cycle p50 {cycle['p50']:.1f} p99 {cycle['p99']:.1f} ms, "
+                    f"readable p50 {visible.get('p50', 0):.1f} p99 {visible.get('p99', 0):.1f} ms"
+                )
+
             if "floor" in modes:
                 log(f"compute floor: {args.floor_events} events, one process, no Kafka")
                 now = time.time()
@@ -841,6 +868,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = comparison(results, meta.get("compute_floor"), meta.get("ingest"))
     summary["resident_memory_mb"] = memory
+    summary["transaction_floor_ms"] = meta.get("transaction_floor")
     summary["predictor_instances"] = (meta.get("predictor") or {}).get("instances", 1)
     report = {
         "started_at": started_at.isoformat(),
