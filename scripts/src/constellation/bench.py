@@ -30,7 +30,11 @@ Besides the three modes:
 * **ingest** — the running ingest over HTTP (``bench_ingest``): accepted transactions/s and
   the 202's latency, and end to end to ``prediction.completed``, on ``/transactions`` and
   ``/transactions/batch``, at saturation and fixed rates (skipped when ingest is not running).
-* **memory** — each started process's resident memory when ready and after saturation.
+* **memory** — each started process's resident memory when ready and after every pipeline
+  phase (saturation, each fixed rate): growth reads differently from a plateau.
+
+Before measuring it waits (up to ``--settle-s``) for the host CPU to be mostly idle: a
+constellation that ``make bench`` has just started is still warming up.
 
 Each mode runs a saturation phase (a burst of N events: throughput = N / time until the last
 one arrived) and fixed-rate phases (events scheduled at exact times; latency = arrival minus
@@ -72,6 +76,7 @@ from mlops_platform.contracts import Topic, make_event
 from mlops_platform.kafka import create_topic
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
+from mlops_platform.sysmetrics import SystemSampler
 
 RESULTS_DIR = ROOT / "bench-results"
 REQUEST = Topic.PREDICTION_REQUEST.value
@@ -136,6 +141,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--modes", default="pipeline,naive,raw,txn,floor,ingest", help="which modes to run (comma separated)"
     )
     parser.add_argument("--quick", action="store_true", help="short run: 2 rates x 5 s, small bursts")
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=90.0,
+        help="wait up to this long for the host CPU to be mostly idle before measuring (0: don't)",
+    )
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
@@ -331,10 +342,14 @@ def run_mode(
     collector: Collector,
     burst: int,
     rates: list[float],
+    after_phase: Callable[[str], None] | None = None,
 ) -> list[PhaseResult]:
+    """Warm-up, saturation, then each fixed rate; ``after_phase(name)`` runs after each measured phase."""
     # Warm-up: group assignment, model caches, connections; not reported.
     run_phase(mode, "warmup", workload, sender, collector, args.warmup_events, None, 120)
     results = [run_phase(mode, "saturation", workload, sender, collector, burst, None, 300)]
+    if after_phase is not None:
+        after_phase("saturation")
     capacity = results[0].throughput
     for rate in rates:
         if rate > capacity * MAX_LOAD_FACTOR:
@@ -358,6 +373,8 @@ def run_mode(
         results.append(
             run_phase(mode, f"rate={rate:g}", workload, sender, collector, count, rate, 60 + args.duration)
         )
+        if after_phase is not None:
+            after_phase(f"rate={rate:g}")
     return results
 
 
@@ -394,6 +411,22 @@ def champion_version(model_name: str, settings: PlatformSettings) -> str:
     from fraud_model.registry import ModelRegistry
 
     return str(ModelRegistry(settings.mlflow_tracking_uri, model_name).version_for_alias("champion") or "")
+
+
+def settle(max_wait_s: float, busy_below_percent: float = 35.0, window_s: float = 3.0) -> float:
+    """Wait until the host CPU is mostly idle (a stack just started is still warming up).
+
+    Returns the host CPU busy percentage of the last window; gives up after ``max_wait_s``.
+    """
+    sampler = SystemSampler()
+    deadline = time.monotonic() + max_wait_s
+    busy = 100.0
+    while max_wait_s > 0:
+        time.sleep(window_s)
+        busy = sampler.sample().host_cpu_percent
+        if busy < busy_below_percent or time.monotonic() >= deadline:
+            break
+    return busy
 
 
 def refusal_logger() -> Callable[[int, str], None]:
@@ -714,11 +747,14 @@ def extras(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"{e.get('p50', 0):>8.1f} {e.get('p95', 0):>8.1f} {e.get('p99', 0):>8.1f} {r['note']}"
             )
     memory = summary.get("resident_memory_mb") or {}
-    ready, after = memory.get("ready", {}), memory.get("after_pipeline", {})
-    if ready:
+    if memory.get("ready"):
+        moments = list(memory)
         lines.append(
-            "resident memory, MB (ready -> after saturation): "
-            + ", ".join(f"{name} {ready[name]:.0f} -> {after.get(name, float('nan')):.0f}" for name in ready)
+            f"resident memory, MB ({' -> '.join(moments)}): "
+            + ", ".join(
+                f"{name} " + " -> ".join(f"{memory[m].get(name, float('nan')):.0f}" for m in moments)
+                for name in memory["ready"]
+            )
         )
     return "\n".join(lines)
 
@@ -739,9 +775,13 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(os.environ.get("BENCH_LOG_DIR", "/tmp")) / f"bench-{uuid.uuid4().hex[:6]}"
     log_dir.mkdir(parents=True, exist_ok=True)
     processes: list[Child] = []
+    meta: dict[str, Any] = {}
+    if args.settle_s > 0:
+        log(f"waiting up to {args.settle_s:.0f} s for the host CPU to settle")
+        meta["host_cpu_busy_percent_at_start"] = round(settle(args.settle_s), 1)
+        log(f"host CPU busy {meta['host_cpu_busy_percent_at_start']:.0f} % at the start")
     started_at = datetime.now(UTC)
     results: dict[str, list[PhaseResult]] = {}
-    meta: dict[str, Any] = {}
     memory: dict[str, dict[str, float]] = {}
     try:
         # ---- the pipeline: our own predictors on private topics, or the running one
@@ -776,10 +816,18 @@ def main(argv: list[str] | None = None) -> int:
             model_name = str((predictor_model or {}).get("model_name") or args.model_name)
             version = str(champion.get("version") or "") or champion_version(model_name, settings)
 
-            def measure(mode: str, sender: Sender, output: str, burst: int) -> None:
+            def measure(
+                mode: str,
+                sender: Sender,
+                output: str,
+                burst: int,
+                after_phase: Callable[[str], None] | None = None,
+            ) -> None:
                 collector = Collector(settings, output)
                 try:
-                    results[mode] = run_mode(mode, args, workload, sender, collector, burst, rates)
+                    results[mode] = run_mode(
+                        mode, args, workload, sender, collector, burst, rates, after_phase
+                    )
                 finally:
                     collector.close()
                     sender.close()
@@ -798,8 +846,12 @@ def main(argv: list[str] | None = None) -> int:
                     if args.via == "ingest"
                     else to_kafka(pipeline_in)
                 )
-                measure("pipeline", sender, pipeline_out, args.saturation_events)
-                memory["after_pipeline"] = resident_memory(processes)
+
+                def remember_memory(phase: str) -> None:
+                    # After every phase, not only at the end: a plateau reads differently from growth.
+                    memory[f"after {phase}"] = resident_memory(processes)
+
+                measure("pipeline", sender, pipeline_out, args.saturation_events, remember_memory)
 
             if "naive" in modes:
                 worker = start_child(
