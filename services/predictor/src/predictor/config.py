@@ -101,17 +101,19 @@ class Settings(ServiceSettings):
         ),
     )
     producer_retry_backoff_ms: int = Field(
-        5,
+        1,
         ge=1,
         description=(
             "librdkafka retry.backoff.ms of the transactional producer. Right after a commit the "
             "coordinator still completes it and the next transaction's first request is answered "
             "CONCURRENT_TRANSACTIONS; with the default 100 ms backoff every transaction would take "
-            "over 100 ms. Retries still back off exponentially (retry.backoff.max.ms)."
+            "over 100 ms. The coordinator usually completes within a few milliseconds on a local broker "
+            "(back-to-back transactions: 4.1 ms a cycle at 1 ms here, 6.9 ms at 5 ms). Retries still back "
+            "off exponentially (retry.backoff.max.ms)."
         ),
     )
     producer_retry_backoff_max_ms: int = Field(
-        20,
+        5,
         ge=1,
         description=(
             "librdkafka retry.backoff.max.ms of the transactional producer: CONCURRENT_TRANSACTIONS "
