@@ -51,6 +51,7 @@ class Topic(StrEnum):
     BUSINESS_FEEDBACK_RECEIVED = "business.feedback.received"
     RECOMMENDATIONS_UPDATED = "recommendations.updated"
     PUSH_RECOMMENDATIONS = "push.recommendations"
+    DRIFT_DETECTOR_PARTIALS = "drift-detector-partials"
 
 
 def dlq_topic(service: str) -> str:
