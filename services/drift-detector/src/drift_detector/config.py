@@ -66,6 +66,46 @@ class Settings(ServiceSettings):
         120.0, ge=0, description="After a restart, wait this long for the restored windows' reference."
     )
 
+    # -- scale-out: several instances in one group (see the README's "Scale-out")
+    scale_out: bool = Field(
+        False,
+        description=(
+            "Run as one of several instances in one consumer group: predictions and labels are"
+            " assigned by partition (range assignor, so a label meets its prediction), each instance"
+            " publishes the PSI bin counts of what it consumed to partials_topic, and the instance"
+            " that owns that topic's one partition adds them up and publishes the drift events."
+            " Off: one instance judges its own windows (the default)."
+        ),
+    )
+    partials_topic: str = Field(
+        Topic.DRIFT_DETECTOR_PARTIALS.value,
+        description="One-partition topic of the instances' partial bin counts (scale-out only).",
+    )
+    merge_bucket_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Scale-out: event-time bucket of the partial counts; a window is the fewest latest"
+            " complete buckets holding window_size predictions, evaluated once window_step new ones arrived."
+        ),
+    )
+    merge_lateness_s: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "Scale-out: a bucket is complete once every partition's predictions passed its end by this"
+            " much (event time); a prediction later than that is counted in the oldest open bucket."
+        ),
+    )
+    merge_idle_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "Scale-out: a partition silent this long (wall clock: no predictions, or its instance"
+            " gone before the group rebalanced) no longer holds complete buckets back."
+        ),
+    )
+
     # -- windows (counted in predictions)
     window_size: int = Field(5000, ge=50, description="Predictions per drift window.")
     window_step: int = Field(1000, ge=1, description="Predictions between two evaluations (sliding window).")
@@ -207,6 +247,21 @@ class Settings(ServiceSettings):
     def actions(self) -> Binding:
         return Binding.to(Topic.SYSTEM_ACTIONS, self.actions_topic)
 
+    @property
+    def partials(self) -> Binding:
+        """Partial bin counts between the instances (scale-out); one partition, no key."""
+        return Binding.to(Topic.DRIFT_DETECTOR_PARTIALS, self.partials_topic)
+
+    @property
+    def merge_group(self) -> str:
+        """Scale-out: the group whose one member (the owner of the partials partition) merges."""
+        return f"{self.consumer_group}-merge"
+
+    @property
+    def deployments_group(self) -> str:
+        """Scale-out: each instance's own group on ``model.deployed`` (every instance re-reads @champion)."""
+        return f"{self.consumer_group}-deployments-{self.instance_id}"
+
     # Every output event is about the monitored model, and keyed by its name.
     @property
     def drift(self) -> Binding:
@@ -224,9 +279,23 @@ class Settings(ServiceSettings):
         """Evidently reports are written here (its disk space is reported)."""
         return self.reports_dir
 
+    def inputs(self) -> list[Binding]:
+        """What the one stream loop of a single instance reads (scale-out splits it, see the service)."""
+        return [self.predictions, self.feedback, self.deployments, self.actions]
+
     def bindings(self) -> ServiceBindings:
-        """Predictions, labels, deployments, actions in; drift, degradation, A/B verdicts, heartbeats out."""
+        """Predictions, labels, deployments, actions in; drift, degradation, A/B verdicts, heartbeats out.
+
+        The partial counts are both read and written (scale-out only; the catalogue lists them always).
+        """
         return ServiceBindings.of(
-            consumes=[self.predictions, self.feedback, self.deployments, self.actions],
-            produces=[self.drift, self.degraded, self.evaluation, self.heartbeats, self.system_metrics],
+            consumes=[*self.inputs(), self.partials],
+            produces=[
+                self.drift,
+                self.degraded,
+                self.evaluation,
+                self.partials,
+                self.heartbeats,
+                self.system_metrics,
+            ],
         )

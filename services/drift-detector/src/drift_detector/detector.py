@@ -35,16 +35,19 @@ from typing import Any
 
 import numpy as np
 
+from drift_detector import metrics as m
 from drift_detector import snapshot
 from drift_detector.ab_evaluator import ABEvaluator
 from drift_detector.config import Settings
 from drift_detector.drift_evaluator import DriftEvaluator
-from drift_detector.events import Emitter, check_prediction, event_ms
+from drift_detector.events import SOURCE, Emitter, check_prediction, event_ms
+from drift_detector.merge import MergeHandler
 from drift_detector.models import ModelInfoCache
 from drift_detector.quality_evaluator import QualityEvaluator
 from drift_detector.reports import ReportWorker
-from mlops_platform.contracts import Topic
-from mlops_platform.kafka import Outbox, Record, RetryableError
+from drift_detector.scaleout import PartialCollector
+from mlops_platform.contracts import Topic, make_event
+from mlops_platform.kafka import Outbox, Output, Record, RetryableError
 from mlops_platform.logs import get_logger
 
 log = get_logger(__name__)
@@ -68,6 +71,13 @@ class DriftDetector:
         # The stream thread, the registry's lookup thread and HTTP views share the evaluators.
         self.lock = threading.RLock()
         self.emitter = Emitter()
+        #: scale-out only (set by the service): the partial of each handler call, the number of
+        #: partitions of the predictions topic, whether this instance owns its partition 0, the merger
+        self.partials: PartialCollector | None = None
+        self.partition_count: Callable[[], int] = lambda: 1
+        self.owns_first_partition: Callable[[], bool] = lambda: True
+        self.merge: MergeHandler | None = None
+        self._partial_cause: dict[str, Any] | None = None
         self._build()
 
     def _build(self) -> None:
@@ -127,6 +137,9 @@ class DriftDetector:
                 check_prediction(record.value)
         with self.lock:
             self.emitter.take()  # whatever a record that failed half-way left behind
+            if self.partials is not None:
+                self.partials.begin()
+                self._partial_cause = None
             self.drift.sync_registry()
             if self.drift.awaiting_reference():
                 raise RetryableError(
@@ -143,6 +156,8 @@ class DriftDetector:
                 self._done([record], outbox)
             self._predictions(run, outbox)
             self.quality.expire()
+            if self.partials is not None:
+                self._send_partial(outbox)
 
     def _route(self, record: Record) -> None:
         contract = record.contract
@@ -159,9 +174,19 @@ class DriftDetector:
             return
         ours = [r for r in records if r.value.get("model_name") == self.settings.model_name]
         self.ignored_predictions += len(records) - len(ours)
+        if self.partials is not None:
+            for record in records:  # every prediction moves its partition's watermark
+                time_ms = event_ms(record.envelope, record.timestamp_ms)
+                self.partials.mark(record.partition, record.offset, time_ms)
         if ours:
             times = np.array([event_ms(r.envelope, r.timestamp_ms) for r in ours], dtype=np.int64)
-            self.drift.take_predictions(ours, times)
+            if self.partials is None:
+                self.drift.take_predictions(ours, times)
+            else:
+                if self.drift.reference_version is None:
+                    raise RetryableError("no reference yet to bin the predictions with")
+                self.drift.count_predictions(ours, times, self.partials)
+                self._partial_cause = ours[-1].envelope
             for record, time_ms in zip(ours, times.tolist(), strict=True):
                 if self.quality.take_prediction(record, time_ms):
                     self.ab.evaluate(record.envelope)
@@ -181,8 +206,32 @@ class DriftDetector:
         self.drift.on_deployed(record)
 
     def _done(self, records: Sequence[Record], outbox: Outbox) -> None:
-        """Hand the events made for ``records`` to the outbox (committed with the loop's transaction)."""
-        outbox.emit_all(self.emitter.take())
+        """Hand the events made for ``records`` to the outbox (committed with the loop's transaction).
+
+        Scaled out, each instance judges quality, target drift and A/B on the labels of its
+        own partitions (a sample of the traffic: records are spread by transaction id); only
+        the owner of partition 0 publishes those verdicts, so they are not repeated per instance.
+        """
+        outputs = self.emitter.take()
+        if outputs and self.partials is not None and not self.owns_first_partition():
+            m.QUALITY_MUTED.inc(len(outputs))
+            return
+        outbox.emit_all(outputs)
+
+    def _send_partial(self, outbox: Outbox) -> None:
+        """Scale-out: the bin counts of this call's predictions, in the same transaction as their offsets."""
+        assert self.partials is not None
+        payload = self.partials.payload(
+            model_name=self.settings.model_name,
+            instance_id=self.settings.instance_id,
+            reference_version=self.drift.reference_version or "",
+            partition_count=self.partition_count(),
+        )
+        if payload is None:
+            return
+        event = make_event(SOURCE, payload, cause=self._partial_cause)
+        outbox.emit_all([Output(self.settings.partials, event)])
+        m.PARTIALS_SENT.inc()
 
     # ------------------------------------------------------------------ registry
 
@@ -199,8 +248,17 @@ class DriftDetector:
     # ------------------------------------------------------------------ HTTP views
 
     def drift_view(self) -> dict[str, Any]:
+        """``GET /drift``; scaled out, with what this instance sent and the merged windows it holds."""
         with self.lock:
-            return {**self.drift.view(), "ignored_predictions": self.ignored_predictions}
+            view = {**self.drift.view(), "ignored_predictions": self.ignored_predictions}
+            if self.partials is not None:
+                view["scale_out"] = {
+                    "partials_sent": self.partials.partials_sent,
+                    "rows_sent": self.partials.rows_sent,
+                }
+        if self.merge is not None:
+            view["merge"] = self.merge.view()
+        return view
 
     def quality_view(self) -> dict[str, Any]:
         with self.lock:

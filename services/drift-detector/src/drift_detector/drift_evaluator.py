@@ -41,6 +41,7 @@ from drift_detector.events import (
 from drift_detector.models import ModelInfoCache
 from drift_detector.psi import Binning, fit_binning
 from drift_detector.reports import ReportJob, ReportMeta, ReportWorker, new_report_id
+from drift_detector.scaleout import PartialCollector
 from drift_detector.severity import DriftAssessment, DriftPolicy, Level, assess
 from drift_detector.state import AlertStateMachine
 from drift_detector.target import TARGET, TargetDrift
@@ -52,6 +53,21 @@ from mlops_platform.logs import get_logger
 log = get_logger(__name__)
 
 _FEATURES = operator.itemgetter(*FEATURE_NAMES)
+
+
+def _feature_matrix(records: Sequence[Record]) -> np.ndarray:
+    """The predictions' feature vectors ``[n, FEATURE_NAMES]`` (a missing feature is NaN)."""
+    rows = [r.value.get("features") or {} for r in records]
+    try:
+        return np.array([_FEATURES(row) for row in rows], dtype=np.float32)  # every feature present
+    except KeyError:
+        nan = math.nan
+        return np.array([[row.get(name, nan) for name in FEATURE_NAMES] for row in rows], dtype=np.float32)
+
+
+def _scores(records: Sequence[Record], rows: Sequence[int]) -> np.ndarray:
+    """The ``fraud_probability`` of the records at ``rows``, as a one-column matrix."""
+    return np.array([[float(records[i].value.get(PREDICTION_COLUMN, math.nan))] for i in rows])
 
 
 @dataclass
@@ -248,30 +264,54 @@ class DriftEvaluator:
         """Feed the monitored model's predictions (event times in ``times``) into the windows."""
         self.clock_ms = max(self.clock_ms, int(times.max()))
         self._expire_monitor()
-        nan = math.nan
-        rows = [r.value.get("features") or {} for r in records]
-        try:
-            matrix = np.array([_FEATURES(row) for row in rows], dtype=np.float32)  # every feature present
-        except KeyError:
-            matrix = np.array(
-                [[row.get(name, nan) for name in FEATURE_NAMES] for row in rows], dtype=np.float32
-            )
+        matrix = _feature_matrix(records)
         m.PREDICTIONS.inc(len(records))
         self._feed("data", matrix, times, records)
 
+        champion_rows = self._champion_rows(records)
+        if "prediction" in self.tracks and champion_rows:
+            probs = _scores(records, champion_rows)
+            self._feed("prediction", probs, times[champion_rows], [records[i] for i in champion_rows])
+
+    def count_predictions(
+        self, records: Sequence[Record], times: np.ndarray, partial: PartialCollector
+    ) -> None:
+        """Scale-out: bin the predictions into ``partial`` (the merger judges the windows), not our windows.
+
+        The same rows as :meth:`take_predictions` feeds: every prediction's features, the
+        champion arm's scores of the reference's version.
+        """
+        m.PREDICTIONS.inc(len(records))
+        data = self.tracks["data"].window.binning
+        if data is not None:
+            partial.add("data", data, _feature_matrix(records), times)
+        champion_rows = self._champion_rows(records)
+        track = self.tracks.get("prediction")
+        if track is not None and track.window.binning is not None and champion_rows:
+            partial.add(
+                "prediction", track.window.binning, _scores(records, champion_rows), times[champion_rows]
+            )
+
+    def _champion_rows(self, records: Sequence[Record]) -> list[int]:
         # Only scores of the model whose reference is in force: around a promotion the old
         # champion's in-flight predictions (and the new one's, before its reference is loaded)
         # would compare one model's scores with another's.
-        champion_rows = [
+        return [
             i
             for i, r in enumerate(records)
             if r.value.get("ab_arm", CHAMPION_ARM) == CHAMPION_ARM
             and self.reference_version is not None
             and str(r.value.get("model_version", "")) == self.reference_version
         ]
-        if "prediction" in self.tracks and champion_rows:
-            probs = np.array([[float(records[i].value.get(PREDICTION_COLUMN, nan))] for i in champion_rows])
-            self._feed("prediction", probs, times[champion_rows], [records[i] for i in champion_rows])
+
+    def evaluate_window(self, kind: str, result: WindowResult, cause: Mapping[str, Any]) -> None:
+        """Judge a window evaluated elsewhere (the scale-out merger's summed counts) like one of ours."""
+        self._on_window(self.tracks[kind], result, cause)
+
+    def advance_clock(self, time_ms: int) -> None:
+        """Move the event-time clock (the merger's, which sees no predictions); a monitor may expire."""
+        self.clock_ms = max(self.clock_ms, int(time_ms))
+        self._expire_monitor()
 
     def _feed(self, kind: str, matrix: np.ndarray, times: np.ndarray, records: Sequence[Record]) -> None:
         track = self.tracks[kind]

@@ -58,3 +58,17 @@ PERFORMANCE_DROP = Gauge(
 )
 AB_P_VALUE = Gauge("drift_ab_p_value", "p-value of the latest A/B evaluation", ["champion", "challenger"])
 EVALUATIONS = Counter("drift_ab_evaluations_total", "A/B evaluations published", ["winner"])
+
+# -- scale-out (DRIFT_SCALE_OUT): partial counts sent by every instance, merged by one
+PARTIALS_SENT = Counter("drift_partials_sent_total", "Partials (bin counts of one transaction) published")
+PARTIALS_MERGED = Counter("drift_partials_merged_total", "Partials added up by this instance as the merger")
+MERGE_OPEN_ROWS = Gauge("drift_merge_open_rows", "Predictions in merged buckets not complete yet")
+MERGE_DROPPED = Counter(
+    "drift_merge_dropped_rows_total",
+    "Merged rows not judged: binned with another reference than the merger's",
+    ["drift_type"],
+)
+QUALITY_MUTED = Counter(
+    "drift_quality_events_muted_total",
+    "Quality, target-drift and A/B events not published: another instance owns partition 0",
+)

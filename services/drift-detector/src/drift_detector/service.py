@@ -15,14 +15,20 @@ alive to the platform's checks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+
+from confluent_kafka import KafkaException, TopicPartition
 
 from drift_detector import metrics as m
 from drift_detector.config import Settings
 from drift_detector.detector import DriftDetector
+from drift_detector.merge import MERGER_STATE_INSTANCE, MergeHandler
 from drift_detector.models import ModelInfoCache, RegistryClient
 from drift_detector.reports import ReportStore, ReportWorker
+from drift_detector.scaleout import PartialCollector
+from mlops_platform.errors import KafkaUnavailable
 from mlops_platform.health import CheckResult
-from mlops_platform.kafka import Guarantee, StreamLoop
+from mlops_platform.kafka import Guarantee, Outbox, Record, StateTopic, StreamLoop, state_key
 from mlops_platform.service import ServiceRuntime
 
 
@@ -51,19 +57,125 @@ class DriftDetectorService:
         )
         self.detector = DriftDetector(settings, registry=self.registry, reports=self.worker)
         self.registry.on_change = self.detector.sync
-        self.loop: StreamLoop = self.runtime.stream(
-            inputs=settings.bindings().consumes,
+        self.merge: MergeHandler | None = None
+        self._partitions: int | None = None
+        if settings.scale_out:
+            self._scale_out()
+        else:
+            self.loop: StreamLoop = self.runtime.stream(
+                inputs=settings.inputs(),
+                handler=self.detector.handle,
+                guarantee=Guarantee.EXACTLY_ONCE,
+                batch_size=settings.batch_size,
+                state=self.detector,
+                state_topic=settings.state_topic,
+                state_interval_s=settings.state_interval_s,
+            )
+        self.runtime.on_start(self.start)
+        self.runtime.on_stop(self.stop)
+        self.runtime.checks["reference"] = self.reference_check
+        self.runtime.checks["report_worker"] = self.report_check
+
+    def _scale_out(self) -> None:
+        """Three loops instead of one (see the README's "Scale-out").
+
+        * predictions and labels, in the service's group with the range assignor: partition p
+          of both topics goes to the same member, so a label meets its prediction; the
+          detector sends partials instead of judging its own windows;
+        * the partials, deployments and actions (one partition each), in the merge group, also
+          by range: one member gets all three and is the merger; its state is checkpointed
+          under one key for every instance, so whoever merges next continues from it;
+        * deployments again, in a group of this instance's own, so every instance re-reads
+          ``@champion`` (and bins with the new reference) when an alias moves.
+        """
+        settings, runtime = self.settings, self.runtime
+        by_range = {"partition.assignment.strategy": "range"}
+        self.detector.partials = PartialCollector(round(settings.merge_bucket_s * 1000))
+        self.detector.partition_count = self._partition_count
+        self.detector.owns_first_partition = self._owns_first_partition
+        self.loop = runtime.stream(
+            inputs=[settings.predictions, settings.feedback],
             handler=self.detector.handle,
             guarantee=Guarantee.EXACTLY_ONCE,
             batch_size=settings.batch_size,
             state=self.detector,
             state_topic=settings.state_topic,
             state_interval_s=settings.state_interval_s,
+            consumer_overrides=by_range,
         )
-        self.runtime.on_start(self.start)
-        self.runtime.on_stop(self.stop)
-        self.runtime.checks["reference"] = self.reference_check
-        self.runtime.checks["report_worker"] = self.report_check
+        merge_state = StateTopic(
+            settings, settings.state_topic, state_key(settings.merge_group, MERGER_STATE_INSTANCE)
+        )
+        self.merge = MergeHandler(
+            settings,
+            registry=self.registry,
+            load_committed=lambda: merge_state.load(settings.merge_group),
+            committed_offsets=self._merge_committed,
+        )
+        self.detector.merge = self.merge
+        self.merge_loop: StreamLoop = runtime.stream(
+            inputs=[settings.partials, settings.deployments, settings.actions],
+            handler=self.merge.handle,
+            guarantee=Guarantee.EXACTLY_ONCE,
+            group_id=settings.merge_group,
+            transactional_id=f"{settings.service_name}-{settings.instance_id}-merge",
+            batch_size=settings.batch_size,
+            state=self.merge,
+            state_topic=settings.state_topic,
+            state_interval_s=settings.state_interval_s,
+            instance_id=MERGER_STATE_INSTANCE,
+            consumer_overrides=by_range,
+        )
+        runtime.stream(
+            inputs=[settings.deployments],
+            handler=self._on_deployments,
+            group_id=settings.deployments_group,
+        )
+        merge = self.merge
+
+        def synced() -> None:
+            self.detector.sync()
+            merge.sync()
+
+        self.registry.on_change = synced
+
+    def _partition_count(self) -> int:
+        """Partitions of the predictions topic (asked once; on the prediction loop's thread)."""
+        if self._partitions is None:
+            topic = self.settings.predictions_topic
+            try:
+                meta = self.loop.consumer.kafka.list_topics(topic, timeout=self.settings.request_timeout_s)
+            except KafkaException as exc:
+                raise KafkaUnavailable(f"cannot read the partitions of {topic}: {exc}") from exc
+            found = meta.topics.get(topic)
+            if found is None or found.error is not None or not found.partitions:
+                raise KafkaUnavailable(f"cannot read the partitions of {topic}")
+            self._partitions = len(found.partitions)
+        return self._partitions
+
+    def _owns_first_partition(self) -> bool:
+        """Whether partition 0 of the predictions topic is ours now (on the prediction loop's thread)."""
+        topic = self.settings.predictions_topic
+        return any(tp.topic == topic and tp.partition == 0 for tp in self.loop.consumer.kafka.assignment())
+
+    def _merge_committed(self, topics: Sequence[str]) -> dict[str, int]:
+        """The merge group's committed offsets of ``topics`` (on the merge loop's thread)."""
+        try:
+            found = self.merge_loop.consumer.kafka.committed(
+                [TopicPartition(topic, 0) for topic in topics], timeout=self.settings.request_timeout_s * 2
+            )
+        except KafkaException as exc:
+            raise KafkaUnavailable(f"cannot read the merge group's offsets: {exc}") from exc
+        return {tp.topic: tp.offset for tp in found}
+
+    def _on_deployments(self, records: list[Record], _outbox: Outbox) -> None:
+        """This instance's own view of ``model.deployed``: re-read ``@champion``, remember the deployment."""
+        for record in records:
+            if record.value.get("model_name") != self.settings.model_name:
+                continue
+            self.registry.want_champion()
+            with self.detector.lock:
+                self.detector.ab.on_deployed(record)
 
     def start(self) -> None:
         """Before the loop starts: registry lookups (the champion asked at once) and the report worker."""
