@@ -16,6 +16,7 @@ the process's and host's CPU, memory, disk and load (see :mod:`mlops_platform.sy
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -117,6 +118,11 @@ class ServiceRuntime:
     def start(self) -> None:
         for hook in self._on_start:
             hook()
+        # Everything alive now (imported modules, the model, the wiring) lives as long as the
+        # process: out of the collector's sight, a full collection no longer walks a quarter
+        # of a million objects (over 100 ms with the loop thread stopped) every time it runs.
+        gc.collect()
+        gc.freeze()
         self.producer.serve_delivery_reports()
         for loop in self.loops:
             loop.start_in_thread()
