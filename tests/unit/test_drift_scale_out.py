@@ -315,6 +315,17 @@ def test_a_partition_never_heard_of_is_waited_for_until_it_is_silent_too_long() 
     assert [b.start_ms for b in merger.close(now=60)] == [0, 15_000]
 
 
+def test_a_merger_taking_over_waits_for_every_partition_again() -> None:
+    merger = Merger(BUCKET_MS, lateness_ms=0, idle_s=60)
+    merger.add(partial(dict.fromkeys(range(PARTITIONS), 4_000)), now=0)
+    restarted = Merger(BUCKET_MS, lateness_ms=0, idle_s=60)
+    restarted.from_state(merger.to_state())
+    restarted.taken_over(now=300)  # down for five minutes: that is not the partitions' silence
+    restarted.add(partial({0: 20_000}, bucket=15_000), now=301)
+    assert restarted.close(now=301) == [], "partitions 1-5 are waited for again"
+    assert [b.start_ms for b in restarted.close(now=361)] == [0, 15_000]
+
+
 def test_late_rows_are_counted_once_in_the_oldest_open_bucket() -> None:
     merger = Merger(BUCKET_MS, lateness_ms=0, idle_s=60)
     merger.add(partial(dict.fromkeys(range(PARTITIONS), 12_000), bucket=0, rows=4), now=0)

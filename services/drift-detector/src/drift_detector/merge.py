@@ -117,6 +117,7 @@ class MergeHandler:
             self.drift.from_state(state["drift"])
             self.drift.reference_wait_until = wait_until
             self.drift.sync_registry()
+            self.merger.taken_over(self.wall())
 
     # ------------------------------------------------------------------ input
 

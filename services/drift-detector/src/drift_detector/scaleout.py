@@ -237,6 +237,15 @@ class Merger:
         self.partition_count = max(self.partition_count, int(partial["partition_count"]))
         self.partials += 1
 
+    def taken_over(self, now: float) -> None:
+        """A merger (re)starts from this state: every partition gets ``idle_s`` to be heard of again.
+
+        The time the merge stood still (a crash, a hand-over) is no partition's silence.
+        """
+        self.heard = {p: now for p in self.heard}
+        if self.first_heard is not None:
+            self.first_heard = now
+
     def close_time(self, now: float) -> int | None:
         """Buckets ending at or before this event time are complete (None: nothing is yet).
 
