@@ -17,6 +17,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 UPDATE_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Computing one top-k over a few thousand items takes well under a millisecond to a few.
 REFRESH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+# An offset commit waits for the table writes queued before it (a local broker acks them in
+# milliseconds); the commit timer warns when one outlasts the commit interval (seconds).
+COMMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class RecommenderMetrics:
     table_keys: Gauge
     registry_retries: Counter
     requests_routed: Counter
+    commit_seconds: Histogram
 
 
 @lru_cache(maxsize=4)
@@ -104,6 +108,12 @@ def recommender_metrics(registry: CollectorRegistry = REGISTRY) -> RecommenderMe
             "user's partition), forwarded (to the owner), unavailable (rebalance in progress, 503), "
             "owner_unreachable (503)",
             ["outcome"],
+            registry=registry,
+        ),
+        commit_seconds=Histogram(
+            "recommender_offset_commit_seconds",
+            "One offset commit of the stream processor, with the flush of the table writes it waits for",
+            buckets=COMMIT_BUCKETS,
             registry=registry,
         ),
     )

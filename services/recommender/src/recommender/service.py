@@ -45,6 +45,7 @@ from mlops_platform.service import ServiceRuntime
 from recommender.config import Settings
 from recommender.engine import Recommender, StateTables
 from recommender.metrics import recommender_metrics
+from recommender.offsets import MarkerAwareConsumer, MarkerAwareTransport
 from recommender.routing import PartitionOwners, UserRouting
 from recommender.streams import RecommenderStreams, StreamTopics
 from recsys_data import Catalogue, load_catalogue
@@ -79,7 +80,7 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | None:
 def build_faust_app(settings: Settings) -> faust.App:
     """The Faust app: its id is the consumer group and the prefix of its internal topics."""
     settings.faust_datadir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         settings.consumer_group,
         broker=settings.broker_urls,
         store="memory://",
@@ -104,6 +105,11 @@ def build_faust_app(settings: Settings) -> faust.App:
         table_key_serializer="json",
         table_value_serializer="json",
     )
+    # The inputs are written by transactional producers: their markers leave gaps in the
+    # offsets, which faust-streaming's own consumer commits past one transaction per commit
+    # (see recommender.offsets).
+    app.transport = MarkerAwareTransport(app.conf.broker_consumer, app)
+    return app
 
 
 class CommitFlush:
@@ -329,8 +335,14 @@ class RecommenderService:
         self.report_lag()
 
     def lag(self) -> dict[tuple[str, int], int]:
-        """Messages behind the end of each assigned source and commands partition."""
+        """The group's lag on each assigned source and commands partition: end minus committed offset.
+
+        Measured from the offsets the broker accepted, as ``kafka-consumer-groups`` shows it
+        (records processed but not committed yet are replayed by a restart, so they count).
+        A partition the group never committed counts from what this instance has read.
+        """
         consumer = self.app.consumer
+        committed = consumer.broker_committed if isinstance(consumer, MarkerAwareConsumer) else {}
         read_offsets = getattr(consumer, "_read_offset", {})
         commands = self.commands_topic.get_topic_name()
         lags: dict[tuple[str, int], int] = {}
@@ -344,8 +356,10 @@ class RecommenderService:
                 continue
             if high is None:
                 continue
-            read = read_offsets.get(tp)
-            position = read + 1 if read is not None else high
+            position = committed.get(tp)
+            if position is None:
+                read = read_offsets.get(tp)
+                position = read + 1 if read is not None else high
             lags[(tp.topic, tp.partition)] = max(int(high) - int(position), 0)
         return lags
 
