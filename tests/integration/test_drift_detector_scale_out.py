@@ -6,7 +6,8 @@ MLflow. Drifted traffic spread over all six partitions must give exactly one
 ``data.drift.detected`` per drifted window, whose PSI is that of *all* the window's
 predictions, recomputed here from what was sent; every prediction is counted once by the
 merger. Then the merging instance is stopped (SIGTERM): the other takes every partition and
-the merge over, continues from the committed merge state, and its events are as correct.
+the merge over, continues from the committed merge state, and its events are as correct; and
+SIGKILLed mid-stream and restarted, it resumes without losing or repeating anything.
 Waiting is always "until the merger counted N predictions" with generous deadlines.
 """
 
@@ -210,3 +211,23 @@ def test_two_instances_merge_their_histograms_and_the_survivor_carries_on(
     after = drift.on(topics.drift)
     assert len(after) > len(events), "the survivor judges the new windows"
     check_events(after, other, sent, binning)
+
+    # Phase 3: the survivor is SIGKILLed mid-stream and restarted with its instance id: its open
+    # transactions are aborted, the merge resumes from the committed state, nothing is repeated.
+    before = total
+    rows = gen.generate_frame(6000)
+    sent.add(rows, traffic.predictions(rows, serving))
+    total = len(sent.times)
+    other.wait("part of the new traffic merged", lambda: merge_view(other)["rows_added"]["data"] > before)
+    other.process.kill()
+    other.process.restart()
+    other.process.wait_for("/ready", timeout_s=180)
+    other.wait(
+        f"{total} predictions merged after the restart",
+        lambda: merge_view(other)["rows_added"].get("data", 0) == total,
+        timeout_s=300,
+    )
+    drift.drain(quiet_s=3, timeout_s=60)
+    final = drift.on(topics.drift)
+    assert len(final) > len(after), "windows judged after the restart"
+    check_events(final, other, sent, binning)
