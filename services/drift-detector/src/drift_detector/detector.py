@@ -14,6 +14,11 @@
 Consecutive predictions are handed over as one run (windows do not depend on how the
 loop batches them); other records one at a time, in stream order.
 
+**Scaled out** (``DRIFT_SCALE_OUT``, :mod:`drift_detector.scaleout`): the predictions are
+binned into one partial per handler call, emitted into the same transaction, instead of
+feeding windows of this instance's own; the merger judges the summed windows. Quality,
+target drift and A/B verdicts are published only by the owner of partition 0.
+
 **Exactly once, with checkpointed state.** The detector is the
 :class:`~mlops_platform.kafka.Stateful` owner of its handler: the exactly-once stream
 loop commits :meth:`DriftDetector.snapshot` (windows, alert state machines, pending

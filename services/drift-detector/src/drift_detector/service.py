@@ -10,6 +10,10 @@ MLflow lookups (champion, thresholds, baselines, reference samples) run in the
 :class:`~drift_detector.reports.ReportWorker`, so the stream never waits for either.
 Readiness adds the champion's reference being loaded and the report worker being
 alive to the platform's checks.
+
+With ``DRIFT_SCALE_OUT`` there are three loops instead of one (:meth:`DriftDetectorService._scale_out`):
+predictions and labels by partition, the merge of the instances' partial histograms
+(:mod:`drift_detector.merge`), and this instance's own view of ``model.deployed``.
 """
 
 from __future__ import annotations
