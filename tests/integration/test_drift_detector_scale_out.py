@@ -231,3 +231,48 @@ def test_two_instances_merge_their_histograms_and_the_survivor_carries_on(
     final = drift.on(topics.drift)
     assert len(final) > len(after), "windows judged after the restart"
     check_events(final, other, sent, binning)
+
+
+def test_a_second_instance_without_scale_out_makes_both_unready_with_the_reason(
+    tmp_path: Path,
+    mlflow_uri: str,
+    model_name: str,
+    baseline_model: TrainingResult,
+    topics: ScaleTopics,
+    launcher: ServiceLauncher,
+) -> None:
+    """Two single-instance detectors in one group would each judge part of the stream: refused."""
+    register(baseline_model, mlflow_uri, model_name, "champion")
+    env = {
+        **{f"DRIFT_{name.upper()}_TOPIC": topic for name, topic in topics.__dict__.items()},
+        "DRIFT_MODEL_NAME": model_name,
+        "DRIFT_GROUP_ID": f"test-drift-{uuid.uuid4().hex[:10]}",
+        "DRIFT_REPORTS_DIR": str(tmp_path / "reports"),
+    }
+    first = launcher.start(
+        "drift_detector", "DRIFT_", {**env, "DRIFT_INSTANCE_ID": "test-sole-a"}, timeout_s=120
+    )
+    assert first.json("/ready")["checks"]["sole_instance"]["ok"] is True
+    second = launcher.start(
+        "drift_detector", "DRIFT_", {**env, "DRIFT_INSTANCE_ID": "test-sole-b"}, wait_for=None, timeout_s=120
+    )
+
+    def readiness(process: Any) -> dict[str, Any]:
+        ready: dict[str, Any] = process.get("/ready").json()  # 503 while not ready: still a body
+        return ready
+
+    def refused(process: Any) -> bool:
+        response = process.get("/ready")
+        check = response.json().get("checks", {}).get("sole_instance", {})
+        return (
+            response.status_code == 503
+            and check.get("ok") is False
+            and "DRIFT_SCALE_OUT=true" in check.get("detail", "")
+        )
+
+    for process in (first, second):
+        process.wait(
+            "readiness refuses a second instance without scale-out", lambda p=process: refused(p), 120
+        )
+    second.stop()
+    first.wait("the sole instance is ready again", lambda: readiness(first).get("ready") is True, 120)

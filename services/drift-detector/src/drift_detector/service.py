@@ -19,9 +19,11 @@ predictions and labels by partition, the merge of the instances' partial histogr
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from drift_detector import metrics as m
 from drift_detector.config import Settings
@@ -32,7 +34,15 @@ from drift_detector.reports import ReportStore, ReportWorker
 from drift_detector.scaleout import PartialCollector
 from mlops_platform.errors import KafkaUnavailable
 from mlops_platform.health import CheckResult
-from mlops_platform.kafka import Guarantee, Outbox, Record, StateTopic, StreamLoop, state_key
+from mlops_platform.kafka import (
+    Guarantee,
+    Outbox,
+    Record,
+    StateTopic,
+    StreamLoop,
+    group_members,
+    state_key,
+)
 from mlops_platform.service import ServiceRuntime
 
 
@@ -79,6 +89,11 @@ class DriftDetectorService:
         self.runtime.on_stop(self.stop)
         self.runtime.checks["reference"] = self.reference_check
         self.runtime.checks["report_worker"] = self.report_check
+        if not settings.scale_out:
+            self._sole_instance = CheckResult(True, "not checked yet")
+            self._sole_checked_at = -float("inf")
+            self._admin: AdminClient | None = None
+            self.runtime.checks["sole_instance"] = self.sole_instance_check
 
     def _scale_out(self) -> None:
         """Three loops instead of one (see the README's "Scale-out").
@@ -201,6 +216,35 @@ class DriftDetectorService:
         if registry.champion_resolved and registry.champion is None:
             return CheckResult(False, f"{settings.model_name} has no @champion")
         return CheckResult(False, registry.last_error or "loading the champion's reference from MLflow")
+
+    def sole_instance_check(self) -> CheckResult:
+        """Not ready when another instance shares the group without ``DRIFT_SCALE_OUT``.
+
+        Each would judge windows of only its own partitions: wrong PSI, events missed or
+        doubled. Asked of the broker at most every 15 s (readiness probes come more often).
+        """
+        now = time.monotonic()
+        if now - self._sole_checked_at < 15:
+            return self._sole_instance
+        self._sole_checked_at = now
+        group = self.settings.consumer_group
+        if self._admin is None:
+            self._admin = AdminClient(self.settings.admin_config())
+        try:
+            members = group_members(self._admin, group)
+        except (KafkaException, TimeoutError) as exc:
+            # Kafka's own check reports the outage; this one only knows it could not look.
+            self._sole_instance = CheckResult(True, f"group membership unknown: {exc}")
+            return self._sole_instance
+        if members > 1:
+            self._sole_instance = CheckResult(
+                False,
+                f"{members} instances share group {group}: each judges only its partitions' windows; "
+                "run every instance with DRIFT_SCALE_OUT=true to merge their histograms",
+            )
+        else:
+            self._sole_instance = CheckResult(True, f"sole member of {group}")
+        return self._sole_instance
 
     def report_check(self) -> CheckResult:
         return CheckResult(

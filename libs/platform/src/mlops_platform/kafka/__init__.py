@@ -13,7 +13,7 @@
 - :mod:`.admin` — cluster probes, topic creation, reading a topic range to its end.
 """
 
-from .admin import consume_to_end, create_topic, ensure_topics, kafka_reachable, offsets_since
+from .admin import consume_to_end, create_topic, ensure_topics, group_members, kafka_reachable, offsets_since
 from .consumer import GroupConsumer, Record, StopSignal, next_offsets
 from .dead_letters import DeadLetters, dead_letter_headers, header_items
 from .loop import Guarantee, Handler, RetryableError, StreamLoop
@@ -51,6 +51,7 @@ __all__ = [
     "ensure_topics",
     "header_items",
     "kafka_error",
+    "group_members",
     "kafka_reachable",
     "next_offsets",
     "offsets_since",

@@ -22,6 +22,15 @@ def kafka_reachable(settings: PlatformSettings, timeout_s: float = 2.0) -> bool:
     return True
 
 
+def group_members(admin: AdminClient, group: str, timeout_s: float = 10.0) -> int:
+    """How many members the consumer group has now.
+
+    Raises ``KafkaException`` when the broker refuses, ``TimeoutError`` when it does not answer in time.
+    """
+    described = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group]
+    return len(described.result(timeout=timeout_s).members)
+
+
 def placement(wanted_replicas: int, brokers: int) -> tuple[int, int]:
     """``(replication factor, min.insync.replicas)`` of a catalogue topic on a cluster of ``brokers``.
 
