@@ -55,6 +55,15 @@ class Settings(ServiceSettings):
     replication_factor: int = 1
     auto_offset_reset: str = "earliest"
     commit_interval_s: float = 2.8
+    session_timeout_s: float = Field(
+        15.0,
+        ge=6.0,
+        description=(
+            "Consumer group session timeout: how soon the partitions of a crashed instance move on. "
+            "A restarted instance joins with a new member id and waits for its predecessor's session "
+            "to expire (Faust's default of 60 s made recovery take about a minute)."
+        ),
+    )
     stop_timeout_s: float = 30.0
     registry_retry_s: float = 2.0
     metrics_interval_s: float = 5.0

@@ -94,6 +94,7 @@ def build_faust_app(settings: Settings) -> faust.App:
         datadir=str(settings.faust_datadir),
         consumer_auto_offset_reset=settings.auto_offset_reset,
         broker_commit_interval=settings.commit_interval_s,
+        broker_session_timeout=settings.session_timeout_s,
         broker_client_id=f"{settings.service_name}-{settings.instance_id}",
         # Published by the partition assignor with this member's partitions: where the other
         # instances forward requests for the users of those partitions.
