@@ -413,18 +413,24 @@ def champion_version(model_name: str, settings: PlatformSettings) -> str:
     return str(ModelRegistry(settings.mlflow_tracking_uri, model_name).version_for_alias("champion") or "")
 
 
-def settle(max_wait_s: float, busy_below_percent: float = 35.0, window_s: float = 3.0) -> float:
+def settle(
+    max_wait_s: float, busy_below_percent: float = 35.0, window_s: float = 3.0, calm_windows: int = 3
+) -> float:
     """Wait until the host CPU is mostly idle (a stack just started is still warming up).
 
-    Returns the host CPU busy percentage of the last window; gives up after ``max_wait_s``.
+    Calm means ``calm_windows`` windows in a row below ``busy_below_percent``: services that
+    have just started work in bursts, and one quiet window between two bursts is no
+    sign of a settled machine. Returns the busy percentage of the last window; gives up
+    after ``max_wait_s``.
     """
     sampler = SystemSampler()
     deadline = time.monotonic() + max_wait_s
-    busy = 100.0
+    busy, calm = 100.0, 0
     while max_wait_s > 0:
         time.sleep(window_s)
         busy = sampler.sample().host_cpu_percent
-        if busy < busy_below_percent or time.monotonic() >= deadline:
+        calm = calm + 1 if busy < busy_below_percent else 0
+        if calm >= calm_windows or time.monotonic() >= deadline:
             break
     return busy
 
