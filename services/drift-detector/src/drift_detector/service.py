@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -32,6 +33,7 @@ from drift_detector.merge import MERGER_STATE_INSTANCE, MergeHandler
 from drift_detector.models import ModelInfoCache, RegistryClient
 from drift_detector.reports import ReportStore, ReportWorker
 from drift_detector.scaleout import PartialCollector
+from mlops_platform.bindings import Binding
 from mlops_platform.errors import KafkaUnavailable
 from mlops_platform.health import CheckResult
 from mlops_platform.kafka import (
@@ -76,15 +78,7 @@ class DriftDetectorService:
         if settings.scale_out:
             self._scale_out()
         else:
-            self.loop: StreamLoop = self.runtime.stream(
-                inputs=settings.inputs(),
-                handler=self.detector.handle,
-                guarantee=Guarantee.EXACTLY_ONCE,
-                batch_size=settings.batch_size,
-                state=self.detector,
-                state_topic=settings.state_topic,
-                state_interval_s=settings.state_interval_s,
-            )
+            self.loop: StreamLoop = self._detector_loop(settings.inputs())
         self.runtime.on_start(self.start)
         self.runtime.on_stop(self.stop)
         self.runtime.checks["reference"] = self.reference_check
@@ -94,6 +88,22 @@ class DriftDetectorService:
             self._sole_checked_at = -float("inf")
             self._admin: AdminClient | None = None
             self.runtime.checks["sole_instance"] = self.sole_instance_check
+
+    def _detector_loop(
+        self, inputs: Sequence[Binding], consumer_overrides: Mapping[str, Any] | None = None
+    ) -> StreamLoop:
+        """The exactly-once loop of the detector, its state checkpointed with the offsets."""
+        settings = self.settings
+        return self.runtime.stream(
+            inputs=inputs,
+            handler=self.detector.handle,
+            guarantee=Guarantee.EXACTLY_ONCE,
+            batch_size=settings.batch_size,
+            state=self.detector,
+            state_topic=settings.state_topic,
+            state_interval_s=settings.state_interval_s,
+            consumer_overrides=consumer_overrides,
+        )
 
     def _scale_out(self) -> None:
         """Three loops instead of one (see the README's "Scale-out").
@@ -112,16 +122,7 @@ class DriftDetectorService:
         self.detector.partials = PartialCollector(round(settings.merge_bucket_s * 1000))
         self.detector.partition_count = self._partition_count
         self.detector.owns_first_partition = self._owns_first_partition
-        self.loop = runtime.stream(
-            inputs=[settings.predictions, settings.feedback],
-            handler=self.detector.handle,
-            guarantee=Guarantee.EXACTLY_ONCE,
-            batch_size=settings.batch_size,
-            state=self.detector,
-            state_topic=settings.state_topic,
-            state_interval_s=settings.state_interval_s,
-            consumer_overrides=by_range,
-        )
+        self.loop = self._detector_loop([settings.predictions, settings.feedback], by_range)
         merge_state = StateTopic(
             settings, settings.state_topic, state_key(settings.merge_group, MERGER_STATE_INSTANCE)
         )
