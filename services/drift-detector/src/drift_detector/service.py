@@ -240,8 +240,9 @@ class DriftDetectorService:
         if members > 1:
             self._sole_instance = CheckResult(
                 False,
-                f"{members} instances share group {group}: each judges only its partitions' windows; "
-                "run every instance with DRIFT_SCALE_OUT=true to merge their histograms",
+                f"{members} members in group {group}: two live instances would each judge only their "
+                "partitions' windows, so run every instance with DRIFT_SCALE_OUT=true; a crashed "
+                "predecessor stays a member until its session times out, then this clears",
             )
         else:
             self._sole_instance = CheckResult(True, f"sole member of {group}")
