@@ -898,7 +898,11 @@ def main(argv: list[str] | None = None) -> int:
 
             if "txn" in modes:
                 log("transaction floor: single-record transactions back to back, nothing else")
-                meta["transaction_floor"] = transaction_floor(settings, txn_topic)
+                txn_collector = Collector(settings, txn_topic)
+                try:
+                    meta["transaction_floor"] = transaction_floor(settings, txn_topic, txn_collector)
+                finally:
+                    txn_collector.close()
                 cycle, visible = (
                     meta["transaction_floor"]["cycle_ms"],
                     meta["transaction_floor"]["readable_ms"],

@@ -17,95 +17,71 @@ read against.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from constellation.bench_ingest import percentiles
 from mlops_platform.settings import PlatformSettings
+from predictor.config import Settings as PredictorSettings
+
+if TYPE_CHECKING:
+    from constellation.bench import Collector
 
 
-def transaction_floor(settings: PlatformSettings, topic: str, *, cycles: int = 1_000) -> dict[str, Any]:
-    """Back-to-back single-record transactions on ``topic``: cycle and visibility latency (ms)."""
+def transaction_floor(
+    settings: PlatformSettings, topic: str, collector: Collector, *, cycles: int = 1_000
+) -> dict[str, Any]:
+    """Back-to-back single-record transactions on ``topic``: cycle and visibility latency (ms).
+
+    ``collector`` reads ``topic`` (read_committed) and records when each record became readable.
+    """
     group = f"bench-txn-{uuid.uuid4().hex[:8]}"
+    predictor = PredictorSettings()
     producer = Producer(
         settings.producer_config(
             "bench-txn",
             **{
                 "transactional.id": group,
                 "linger.ms": 0,
-                # The predictor's own settings (see its producer_retry_backoff_* settings).
-                "retry.backoff.ms": 5,
-                "retry.backoff.max.ms": 20,
+                # The predictor's own transactional producer settings.
+                "retry.backoff.ms": predictor.producer_retry_backoff_ms,
+                "retry.backoff.max.ms": predictor.producer_retry_backoff_max_ms,
             },
         )
     )
     # A group member whose metadata the offsets are committed with, as in a real stage.
     member = Consumer(settings.consumer_config(group, "bench-txn-member"))
     member.subscribe([topic])
-    reader = Consumer(
-        settings.consumer_config(f"{group}-reader", "bench-txn-reader", **{"fetch.wait.max.ms": 10})
-    )
-    partitions = sorted(reader.list_topics(topic, timeout=10).topics[topic].partitions)
-    reader.assign(
-        [
-            TopicPartition(topic, p, reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
-            for p in partitions
-        ]
-    )
-    started: dict[bytes, float] = {}
-    readable: dict[bytes, float] = {}
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def read() -> None:
-        while not stop.is_set():
-            msg = reader.poll(0.05)
-            key = None if msg is None or msg.error() is not None else msg.key()
-            if key is None:
-                continue
-            with lock:
-                readable.setdefault(key, time.perf_counter())
-
-    reading = threading.Thread(target=read, name="bench-txn-reader", daemon=True)
-    reading.start()
+    partitions = len(member.list_topics(topic, timeout=10).topics[topic].partitions)
+    keys: list[bytes] = []
+    cycle_s: list[float] = []
     try:
         producer.init_transactions(30)
         member.poll(1.0)  # joins the group (the offsets below need its metadata)
         metadata = member.consumer_group_metadata()
-        cycle_s: list[float] = []
         for index in range(cycles):
             key = f"txn-{index}".encode()
-            begun = time.perf_counter()
+            begun = time.time()
+            collector.expect(key, begun)
             producer.begin_transaction()
             producer.produce(topic, key=key, value=b"\0" * 256)
             producer.send_offsets_to_transaction(
-                [TopicPartition(topic, index % len(partitions), index)], metadata, 30
+                [TopicPartition(topic, index % partitions, index)], metadata, 30
             )
             producer.commit_transaction(30)
-            with lock:
-                started[key] = begun
-            cycle_s.append(time.perf_counter() - begun)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with lock:
-                if len(readable.keys() & started.keys()) == len(started):
-                    break
-            time.sleep(0.05)
+            cycle_s.append(time.time() - begun)
+            keys.append(key)
+        readable = collector.wait_for(keys, 30)
     finally:
-        stop.set()
-        reading.join(timeout=5)
-        reader.close()
         member.close()
-    with lock:
-        visible_s = [readable[k] - started[k] for k in started if k in readable]
+    visible_s = [collector.arrivals[k] - collector.expected[k] for k in keys if k in collector.arrivals]
     warm = len(cycle_s) // 10  # connection set-up and the first coordinator lookups
     return {
         "cycles": len(cycle_s),
         "cycle_ms": percentiles(cycle_s[warm:]),
         "readable_ms": percentiles(visible_s[warm:]),
-        "unreadable": len(started) - len(visible_s),
+        "unreadable": len(keys) - readable,
     }
