@@ -79,15 +79,14 @@ class DriftDetectorService:
             self._scale_out()
         else:
             self.loop: StreamLoop = self._detector_loop(settings.inputs())
-        self.runtime.on_start(self.start)
-        self.runtime.on_stop(self.stop)
-        self.runtime.checks["reference"] = self.reference_check
-        self.runtime.checks["report_worker"] = self.report_check
-        if not settings.scale_out:
             self._sole_instance = CheckResult(True, "not checked yet")
             self._sole_checked_at = -float("inf")
             self._admin: AdminClient | None = None
             self.runtime.checks["sole_instance"] = self.sole_instance_check
+        self.runtime.on_start(self.start)
+        self.runtime.on_stop(self.stop)
+        self.runtime.checks["reference"] = self.reference_check
+        self.runtime.checks["report_worker"] = self.report_check
 
     def _detector_loop(
         self, inputs: Sequence[Binding], consumer_overrides: Mapping[str, Any] | None = None
