@@ -46,6 +46,7 @@ from recommender.config import Settings
 from recommender.engine import Recommender, StateTables
 from recommender.metrics import recommender_metrics
 from recommender.offsets import MarkerAwareConsumer, MarkerAwareTransport
+from recommender.recovery import SeekFirstTableManager
 from recommender.routing import PartitionOwners, UserRouting
 from recommender.streams import RecommenderStreams, StreamTopics
 from recsys_data import Catalogue, load_catalogue
@@ -105,6 +106,9 @@ def build_faust_app(settings: Settings) -> faust.App:
         # Table keys and values are JSON documents in their changelogs.
         table_key_serializer="json",
         table_value_serializer="json",
+        # Seeks the stream partitions before they deliver again after a rebalance (see
+        # recommender.recovery).
+        TableManager=SeekFirstTableManager,
     )
     # The inputs are written by transactional producers: their markers leave gaps in the
     # offsets, which faust-streaming's own consumer commits past one transaction per commit
