@@ -13,6 +13,7 @@ import asyncio
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
+from weakref import WeakSet
 
 import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
@@ -21,9 +22,20 @@ from intervaltree import IntervalTree
 
 from recommender.config import Settings
 from recommender.offsets import MarkerAwareConsumer
+from recommender.recovery import SeekFirstRecovery
 from recommender.service import build_faust_app
 
 TOPIC_PARTITION = TP("business.user.interaction", 0)
+
+
+class Record:
+    """What ``Consumer.ack`` reads of a message."""
+
+    def __init__(self, tp: TP, offset: int) -> None:
+        self.tp = tp
+        self.topic = tp.topic
+        self.offset = offset
+        self.acked = False
 
 
 class Partition:
@@ -36,7 +48,10 @@ class Partition:
         consumer._acked_index = defaultdict(set)
         consumer._read_offset = defaultdict(lambda: None)
         consumer._committed_offset = defaultdict(lambda: None)
+        consumer._unacked_messages = WeakSet()
+        consumer._n_acked = 0
         consumer._init_marker_bookkeeping()
+        consumer.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
         consumer._acks_enabled = lambda tp: True  # type: ignore[method-assign]
         consumer._fetch_position = lambda tp: self.position  # type: ignore[method-assign]
         self.consumer = consumer
@@ -55,6 +70,7 @@ class Partition:
     def fetch(self, *offsets: int, past_markers: bool = True) -> None:
         """The fetcher returns these records (and skips the markers after them)."""
         self.consumer._returned[self.tp] = offsets[-1]
+        self.consumer.note_returned(self.tp, offsets)
         self.position = self.end if past_markers else offsets[-1] + 1
         self.consumer._fetched_to[self.tp] = self.position
 
@@ -67,12 +83,8 @@ class Partition:
         consumer._read_offset[self.tp] = offset
 
     def ack(self, offset: int) -> None:
-        """What ``Consumer.ack`` does when the stream is done with a record."""
-        consumer = self.consumer
-        committed = consumer._committed_offset[self.tp]
-        if (committed is None or offset >= committed) and offset not in consumer._acked_index[self.tp]:
-            consumer._acked_index[self.tp].add(offset)
-            consumer._acked[self.tp].append(offset)
+        """The stream is done with a record: the consumer's own ``ack``."""
+        self.consumer.ack(Record(self.tp, offset))  # type: ignore[arg-type]
 
     async def process(self, *offsets: int) -> None:
         for offset in offsets:
@@ -203,13 +215,19 @@ async def test_fetches_record_what_they_returned_and_the_position_then_and_remem
     partition = Partition()
     consumer = partition.consumer
     returned = {partition.tp: [SimpleNamespace(offset=7), SimpleNamespace(offset=9)]}
+    active = {partition.tp}
 
-    async def getmany(self: object, active_partitions: object, timeout: float) -> object:
+    async def getmany(self: object, active_partitions: set[TP], timeout: float) -> object:
+        # The fetch gets its own copy of the active partitions: pausing the last of them
+        # while it waits must not leave it an empty set (aiokafka: every partition).
+        assert active_partitions == {partition.tp} and active_partitions is not active
+        active.clear()
+        assert active_partitions == {partition.tp}
         partition.position = 11  # skipped the marker at 10
         return returned
 
     monkeypatch.setattr("faust.transport.consumer.ThreadDelegateConsumer._getmany", getmany)
-    assert await consumer._getmany({partition.tp}, 1.0) is returned
+    assert await consumer._getmany(active, 1.0) is returned
     assert consumer._returned[partition.tp] == 9
     assert consumer._fetched_to[partition.tp] == 11
 
@@ -224,6 +242,60 @@ async def test_fetches_record_what_they_returned_and_the_position_then_and_remem
     assert consumer._fetched_to[partition.tp] == 11
 
 
+async def test_a_record_dropped_before_its_ack_holds_the_commit_where_faust_commits_past_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The record at the committed offset is handed to a stream and cleared from its queue
+    # (Faust resuming the flow): the records after it are acked, it never is.
+    partition = Partition()
+    first = partition.transaction(2)
+    partition.fetch(*first)
+    await partition.process(*first)
+    assert partition.commit() == partition.end  # 3, past the marker at 2
+    later = partition.transaction(4)  # records 3..6
+    partition.fetch(*later, past_markers=False)
+    dropped, *processed = later
+    await partition.deliver(dropped)
+    await partition.process(*processed)
+    consumer = partition.consumer
+    # Faust's own bookkeeping would move past it: acked offsets may start one past the committed one.
+    assert (
+        FaustConsumer._new_offset(
+            SimpleNamespace(  # type: ignore[arg-type]
+                _gap=defaultdict(IntervalTree),
+                _acked=defaultdict(list, {partition.tp: list(consumer._acked[partition.tp])}),
+                _acked_index=defaultdict(set),
+                _committed_offset=consumer._committed_offset,
+            ),
+            partition.tp,
+        )
+        == processed[-1] + 1
+    )
+    assert partition.commit() == dropped  # the commit stops at the dropped record
+    assert partition.commit() == dropped
+    assert consumer._unacked[partition.tp] == {dropped}
+    # The record comes back (a restart or rebalance seeks to the committed offset) and is processed.
+    partition.fetch(dropped, *processed, past_markers=False)
+    await partition.process(dropped, *processed)
+    assert partition.commit() == processed[-1] + 1
+    assert not consumer._unacked[partition.tp]
+
+
+async def test_records_returned_again_below_the_commit_or_already_acked_hold_nothing() -> None:
+    partition = Partition()
+    offsets = partition.transaction(3)
+    partition.fetch(*offsets, past_markers=False)
+    await partition.process(*offsets[:2])
+    partition.fetch(*offsets[:2], past_markers=False)  # returned again after a seek, already acked
+    assert partition.commit() == offsets[2]  # the third is still in its stream
+    assert partition.consumer._unacked[partition.tp] == {offsets[2]}
+    await partition.process(offsets[2])
+    assert partition.commit() == offsets[-1] + 1
+    partition.fetch(*offsets, past_markers=False)  # below the committed offset now
+    assert not partition.consumer._unacked[partition.tp]
+
+
 def test_the_service_app_consumes_with_the_marker_aware_consumer(tmp_path: Path) -> None:
     app = build_faust_app(Settings(data_dir=tmp_path))
     assert app.transport.Consumer is MarkerAwareConsumer  # what app.consumer is built from
+    assert isinstance(app.tables.recovery, SeekFirstRecovery)

@@ -22,11 +22,21 @@ consumer sees have gaps. faust-streaming 0.15 mishandles them in two ways:
 and when everything the fetcher returned for a partition was delivered and acked, the
 commit moves on to the fetcher's position (past the trailing markers, which it skipped).
 It never commits past a record that was returned but not yet acked.
+
+A third one is guarded against: Faust's own commit (``_new_offset``) accepts acked offsets
+that start one past the committed offset, so a record at the committed offset that was
+delivered but never acked (dropped from a stream queue when the flow resumes, see
+:mod:`recommender.recovery`) is committed past by the records after it. The consumer
+keeps the offsets the fetcher returned until a stream acks them, and a commit never passes
+the oldest of them: such a record holds the partition's commit (the lag shows it, and a
+warning names it) and is processed again after the next restart or rebalance instead of
+being lost.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -60,6 +70,11 @@ class MarkerAwareConsumer(faust_aiokafka.Consumer):
         # without ever being handed over, so no commit follows the position until the next
         # assignment.
         self._position_unsure = False
+        # Offsets the fetcher returned that no stream had acked at the last commit, per
+        # partition (acked partitions only): a commit never passes the oldest.
+        self._unacked: defaultdict[TP, set[int]] = defaultdict(set)
+        # The (partition, offset) a held commit was last reported for: one warning each.
+        self._held_reported: dict[TP, int] = {}
         # Offsets the broker accepted, per partition (what the group's lag is measured from).
         self.broker_committed: dict[TP, int] = {}
 
@@ -71,9 +86,53 @@ class MarkerAwareConsumer(faust_aiokafka.Consumer):
         await super()._add_gap(tp, offset_from, offset_to - 1)
 
     def _new_offset(self, tp: TP) -> int | None:
+        unacked = self._unacked.get(tp)
+        if unacked:
+            # Acked since they were returned. (Read here rather than in ``ack``: Faust's
+            # compiled stream iterator acks without calling it; the acked index keeps an
+            # offset until the commit below takes it.)
+            unacked.difference_update(self._acked_index.get(tp, ()))
         offset = super()._new_offset(tp)
         position = self._position_past_markers(tp, offset)
-        return offset if position is None else position
+        return self._held_back(tp, offset if position is None else position)
+
+    def _held_back(self, tp: TP, offset: int | None) -> int | None:
+        """``offset``, or the oldest returned record no stream acked when it is below it."""
+        unacked = self._unacked.get(tp)
+        if offset is None or not unacked:
+            return offset
+        committed = self._committed_offset.get(tp)
+        if committed is not None:
+            # Below the committed offset: acked before and returned again after a seek.
+            unacked.difference_update([pending for pending in unacked if pending < committed])
+        oldest = min(unacked, default=None)
+        if oldest is None or offset <= oldest:
+            return offset
+        if not self._in_flight(tp, oldest) and self._held_reported.get(tp) != oldest:
+            self._held_reported[tp] = oldest
+            log.warning(
+                "commit_held_by_unprocessed_record",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=oldest,
+                acked_up_to=offset,
+                reason="returned by the fetcher but never acked by a stream; processed again after a restart",
+            )
+        return oldest
+
+    def _in_flight(self, tp: TP, offset: int) -> bool:
+        """Whether the record at ``offset`` is still on its way through a stream."""
+        return any(message.tp == tp and message.offset == offset for message in list(self._unacked_messages))
+
+    def note_returned(self, tp: TP, offsets: Iterable[int]) -> None:
+        """Remember the records the fetcher returned for ``tp`` until a stream acks them."""
+        if not self._acks_enabled(tp):
+            return
+        committed = self._committed_offset.get(tp)
+        acked = self._acked_index.get(tp, ())
+        self._unacked[tp].update(
+            offset for offset in offsets if (committed is None or offset >= committed) and offset not in acked
+        )
 
     def _position_past_markers(self, tp: TP, offset: int | None) -> int | None:
         """The fetcher's position when it is past only undelivered offsets (markers), else None.
@@ -130,8 +189,15 @@ class MarkerAwareConsumer(faust_aiokafka.Consumer):
     # ------------------------------------------------------------------ fetches and assignment
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        # A copy: Faust hands over its live set of active partitions, which the fetch in the
+        # consumer thread reads again whenever data arrives. When the last active partition
+        # is paused meanwhile (the changelogs once a restore is done) the set is empty, and
+        # aiokafka takes an empty set for "every partition": the stream partitions' records
+        # come back, Faust drops them as not active, and the fetch position has moved past
+        # them.
+        partitions = set(active_partitions) if active_partitions is not None else None
         try:
-            records = await super()._getmany(active_partitions, timeout)
+            records = await super()._getmany(partitions, timeout)
         except BaseException:
             self._position_unsure = True
             raise
@@ -140,7 +206,8 @@ class MarkerAwareConsumer(faust_aiokafka.Consumer):
         for tp, batch in records.items():
             if batch:
                 self._returned[tp] = int(batch[-1].offset)
-        for tp in active_partitions if active_partitions is not None else self.assignment():
+                self.note_returned(tp, (int(record.offset) for record in batch))
+        for tp in partitions if partitions is not None else self.assignment():
             position = self._fetch_position(tp)
             if position is not None:
                 self._fetched_to[tp] = position
@@ -156,11 +223,15 @@ class MarkerAwareConsumer(faust_aiokafka.Consumer):
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:
             self.broker_committed.pop(tp, None)
+            self._unacked.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
-        # Partitions get new fetch states (their position restarts at the committed offset).
+        # Partitions get new fetch states (their position restarts at the committed offset,
+        # and whatever was returned before is fetched again).
         self._position_unsure = False
+        for tp in assigned:
+            self._unacked.pop(tp, None)
         await super().on_partitions_assigned(assigned, generation_id)
 
     # ------------------------------------------------------------------ commits
