@@ -2,9 +2,10 @@
 
 Every transaction leaves a commit marker in each partition it wrote to: an offset that is
 never delivered. The recommender (``python -m recommender`` with a private app id on
-private topics) is fed many one-record transactions; once it has processed them all, its
-consumer group's committed offset on every partition of the input must reach the log end
-offset (past the last marker), and the lag it reports must come down to zero with it.
+private topics) is fed many one-record transactions and, half way, one aborted transaction;
+once it has processed them all, its consumer group's committed offset on every partition of
+the input must reach the log end offset (past the last marker), the lag it reports must come
+down to zero with it, and the aborted records must never have been consumed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ STOP_TIMEOUT_S = 90.0
 PROCESS_TIMEOUT_S = 120.0
 COMMIT_TIMEOUT_S = 60.0
 TRANSACTIONS = 300  # one record each: about a hundred markers per partition
+ABORTED = 6  # records of the one aborted transaction
 
 
 @dataclass
@@ -67,7 +69,10 @@ def run(
 
 
 def _publish_in_transactions(settings: PlatformSettings, serde: AvroSerde, topic: str, count: int) -> None:
-    """``count`` interactions, each in its own committed transaction (so followed by a marker)."""
+    """``count`` interactions, each in its own committed transaction (so followed by a marker).
+
+    Half way, :data:`ABORTED` other interactions in one transaction that is aborted.
+    """
     producer = EventProducer(
         settings,
         "recommender-offsets-test",
@@ -78,16 +83,24 @@ def _publish_in_transactions(settings: PlatformSettings, serde: AvroSerde, topic
     try:
         producer.raw.init_transactions(30)
         for index in range(count):
-            user = f"u-{index % 40}"
-            event = make_event(
-                "recommender-offsets-test",
-                {"user_id": user, "item_id": items[index % len(items)], "interaction_type": "view"},
-            )
+            if index == count // 2:
+                producer.raw.begin_transaction()
+                for aborted in range(ABORTED):
+                    _produce(producer, topic, f"aborted-{aborted}", items[aborted])
+                producer.raw.flush(30)  # in the log, then aborted
+                producer.raw.abort_transaction(30)
             producer.raw.begin_transaction()
-            producer.produce(topic, event, user, schema_topic=Topic.BUSINESS_USER_INTERACTION.value)
+            _produce(producer, topic, f"u-{index % 40}", items[index % len(items)])
             producer.raw.commit_transaction(30)
     finally:
         producer.close()
+
+
+def _produce(producer: EventProducer, topic: str, user: str, item: str) -> None:
+    event = make_event(
+        "recommender-offsets-test", {"user_id": user, "item_id": item, "interaction_type": "view"}
+    )
+    producer.produce(topic, event, user, schema_topic=Topic.BUSINESS_USER_INTERACTION.value)
 
 
 def _committed(settings: PlatformSettings, group: str, partitions: list[TopicPartition]) -> dict[int, int]:
@@ -106,14 +119,15 @@ def test_committed_offsets_reach_the_end_of_a_transactional_topic(
     topic = run.topics[Topic.BUSINESS_USER_INTERACTION]
     _publish_in_transactions(platform_settings, serde, topic, TRANSACTIONS)
     ends = end_offsets(platform_settings, topic)
-    assert sum(tp.offset for tp in ends) == 2 * TRANSACTIONS  # a marker after every record
+    # A marker after every committed record; the aborted records and at least one abort marker.
+    assert sum(tp.offset for tp in ends) > 2 * TRANSACTIONS + ABORTED
+
+    def consumed() -> float | None:
+        return run.service.metric("mlops_events_consumed_total", service="recommender", topic=topic)
 
     run.service.wait(
-        f"the recommender to consume the {TRANSACTIONS} interactions",
-        lambda: (
-            run.service.metric("mlops_events_consumed_total", service="recommender", topic=topic)
-            == TRANSACTIONS
-        ),
+        f"the recommender to consume the {TRANSACTIONS} committed interactions",
+        lambda: (consumed() or 0) >= TRANSACTIONS,
         PROCESS_TIMEOUT_S,
     )
     expected = {tp.partition: tp.offset for tp in ends}
@@ -143,3 +157,4 @@ def test_committed_offsets_reach_the_end_of_a_transactional_topic(
         lambda: lags() == [0.0] * len(ends),
         COMMIT_TIMEOUT_S,
     )
+    assert consumed() == TRANSACTIONS  # the aborted records were never handed to the streams

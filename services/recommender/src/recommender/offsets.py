@@ -49,8 +49,27 @@ from recommender.metrics import recommender_metrics
 log = get_logger(__name__)
 
 
+class ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """The thread running the aiokafka consumer, reading only committed transactions.
+
+    Faust reads ``read_committed`` only when its own processing is exactly once; outside
+    that it would hand the stream the records of transactions that were aborted (ingest
+    killed in the middle of one, whose client then sends the event again) or are still open.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka hands the isolation level to its fetcher when the consumer starts.
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
 class MarkerAwareConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer with gap handling fixed for transaction markers (see module doc)."""
+    """Faust's aiokafka consumer with gap handling fixed for transaction markers (see module doc).
+
+    It reads committed transactions only (:class:`ReadCommittedConsumerThread`); the records
+    of aborted ones are skipped like the markers.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -77,6 +96,9 @@ class MarkerAwareConsumer(faust_aiokafka.Consumer):
         self._held_reported: dict[TP, int] = {}
         # Offsets the broker accepted, per partition (what the group's lag is measured from).
         self.broker_committed: dict[TP, int] = {}
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     # ------------------------------------------------------------------ gaps
 
