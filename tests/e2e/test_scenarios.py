@@ -93,7 +93,28 @@ def results(
     if not out.exists():
         pytest.fail(f"the suite wrote no results (exit {process.returncode}):\n{output[-5000:]}")
     payload = json.loads(out.read_text())
-    return {s["name"]: s for s in payload["scenarios"]}
+    logs = scenario_logs(output)
+    # Each scenario carries its own part of the suite's output: the assertion messages
+    # below show what the services did, not only the figures.
+    return {s["name"]: {**s, "log": logs.get(s["name"], "")} for s in payload["scenarios"]}
+
+
+def scenario_logs(output: str) -> dict[str, str]:
+    """The suite's output cut at its ``=== scenario NAME`` headers."""
+    logs: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in output.splitlines():
+        if "=== scenario " in line:
+            current = logs.setdefault(line.split("=== scenario ", 1)[1].strip(), [])
+        if current is not None:
+            current.append(line)
+    return {name: "\n".join(lines[-80:]) for name, lines in logs.items()}
+
+
+def report(scenario: dict[str, Any], *fields: str) -> str:
+    """An assertion message: the named fields, the notes and the scenario's log."""
+    shown = {name: scenario.get(name) for name in (*fields, "notes")}
+    return f"{shown}\n--- {scenario['name']} log ---\n{scenario['log']}"
 
 
 def test_every_scenario_ran(results: dict[str, Any]) -> None:
@@ -105,33 +126,32 @@ def test_every_scenario_ran(results: dict[str, Any]) -> None:
 def test_stable_traffic_raises_no_alarm_and_no_action(results: dict[str, Any]) -> None:
     stable = results["stable"]
     assert stable["events_sent"] == 5000
-    assert stable["false_alarms"] == 0
+    assert stable["false_alarms"] == 0, report(stable, "false_alarms")
     # A burst may be scaled for; nothing may act on the model.
-    assert not [a for a in stable["actions"] if not a.startswith(("scale:", "scale_down:"))], stable[
-        "actions"
-    ]
+    acted = [a for a in stable["actions"] if not a.startswith(("scale:", "scale_down:"))]
+    assert not acted, report(stable, "actions")
 
 
 def test_sudden_drift_is_detected_and_retrained_on(results: dict[str, Any]) -> None:
     drift = results["sudden_drift"]
-    assert drift["detection_windows"] is not None, drift
-    assert drift["actions"].get("retrain:succeeded", 0) >= 1, drift["actions"]
-    assert drift["actions_failed"] == 0, drift["actions"]
-    assert drift["chain_complete"] is True, drift["chain"]
+    assert drift["detection_windows"] is not None, report(drift, "detected")
+    assert drift["actions"].get("retrain:succeeded", 0) >= 1, report(drift, "actions")
+    assert drift["actions_failed"] == 0, report(drift, "actions")
+    assert drift["chain_complete"] is True, report(drift, "chain")
 
 
 def test_a_bad_model_is_rolled_back(results: dict[str, Any]) -> None:
     bad = results["bad_model"]
-    assert bad["detection_windows"] is not None, bad
-    assert bad["actions"].get("rollback:succeeded", 0) >= 1, bad["actions"]
-    assert bad["good_model_version"] is not None, bad
-    assert bad["chain_complete"] is True, bad["chain"]
+    assert bad["detection_windows"] is not None, report(bad, "detected")
+    assert bad["actions"].get("rollback:succeeded", 0) >= 1, report(bad, "detected", "actions")
+    assert bad["good_model_version"] is not None, report(bad, "actions", "good_model_version")
+    assert bad["chain_complete"] is True, report(bad, "chain")
     # From the rollback's model.deployed back to the incident: the bad deployment or its degradation.
-    assert len(bad["chain"]) >= 2 and bad["chain"][0] == "model.deployed", bad["chain"]
-    assert bad["chain"][-1] in ("model.deployed", "model.performance.degraded"), bad["chain"]
+    assert len(bad["chain"]) >= 2 and bad["chain"][0] == "model.deployed", report(bad, "chain")
+    assert bad["chain"][-1] in ("model.deployed", "model.performance.degraded"), report(bad, "chain")
 
 
 def test_nothing_acts_on_missing_labels(results: dict[str, Any]) -> None:
     outage = results["label_outage"]
-    assert outage["expectations"]["no action on missing labels"] is True, outage
-    assert outage["false_alarms"] == 0
+    assert outage["expectations"]["no action on missing labels"] is True, report(outage, "actions")
+    assert outage["false_alarms"] == 0, report(outage, "false_alarms")

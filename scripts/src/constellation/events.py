@@ -99,28 +99,41 @@ class Timeline(threading.Thread):
         self.on_event = on_event
         self.stop_event = threading.Event()
         self.assigned = threading.Event()
+        #: Why the consumer stopped before it was asked to (``None`` while it runs or stopped cleanly).
+        self.error: str | None = None
 
     def run(self) -> None:
         self.consumer.subscribe(self.topics, on_assign=lambda _c, _p: self.assigned.set())
         try:
             while not self.stop_event.is_set():
                 for msg in self.consumer.consume(num_messages=100, timeout=0.5):
-                    if msg.error() is not None:
-                        continue
-                    topic = msg.topic() or ""
-                    try:
-                        value = self.serde.decode(topic, msg.value())
-                    except Exception as exc:  # the demo shows the problem and carries on
-                        log(f"!! cannot decode {topic}: {exc}")
-                        continue
-                    seen = Seen(topic, value, time.time())
-                    with self.lock:
-                        self.events[seen.event_id] = (topic, value)
-                        self.seen[seen.event_id] = seen
-                        self.history.append(seen)
-                    self.on_event(topic, value)
+                    if msg.error() is None:
+                        self._take(msg.topic() or "", msg.value())
+        except BaseException as exc:
+            # Whoever measures from this timeline must learn it went blind, not see silence.
+            self.error = f"{type(exc).__name__}: {exc}"
+            log(f"!! the timeline consumer stopped: {self.error}")
+            raise
         finally:
             self.consumer.close()
+
+    def _take(self, topic: str, raw: bytes | None) -> None:
+        """Remember one record and hand it on; a bad record is shown and skipped."""
+        try:
+            value = self.serde.decode(topic, raw)
+            seen = Seen(topic, value, time.time())
+            with self.lock:
+                self.events[seen.event_id] = (topic, value)
+                self.seen[seen.event_id] = seen
+                self.history.append(seen)
+            self.on_event(topic, value)
+        except Exception as exc:  # the demo shows the problem and carries on
+            log(f"!! cannot take a {topic} record: {type(exc).__name__}: {exc}")
+
+    def check(self) -> None:
+        """Raise when the consumer is no longer running (it stopped without being asked to)."""
+        if not self.stop_event.is_set() and not self.is_alive():
+            raise RuntimeError(f"the timeline consumer stopped: {self.error or 'no reason recorded'}")
 
     def since(self, start: float, end: float | None = None) -> list[Seen]:
         """Events that arrived at or after ``start`` (and before ``end``), oldest first."""

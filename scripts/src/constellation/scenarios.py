@@ -19,7 +19,8 @@ For each scenario it reports
   windows (evaluations of ``DRIFT_WINDOW_STEP`` predictions at the traffic's rate);
 * false alarms: drift/degradation events before the onset, or at all in the stable run;
 * actions taken (``system.actions``) and the share that succeeded (suppressed decisions are
-  policy, not failures, and are listed but not counted);
+  policy, not failures, and are listed but not counted; started ones without an outcome yet
+  are listed as ``unfinished``);
 * time until a good model serves again: onset to the ``model.deployed`` of a ``@champion``
   at least as good (AUPRC) as the pre-incident one on a holdout of the incident's regime;
 * whether the causal chain from the last ``model.deployed`` (or the last action) back to the
@@ -43,7 +44,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ from mlops_platform.settings import PlatformSettings
 CORE_SERVICES = ["ingest", "predictor", "drift-detector", "auto-responder", "alerter"]
 #: Restarted for every scenario with the scenario's model name.
 MODEL_SERVICES = ["predictor", "drift-detector", "auto-responder"]
+#: What keeps running while the broken-predictor scenario has its predictor killed.
+SURVIVORS_OF_PREDICTOR_KILL = ["drift-detector", "auto-responder"]
 SILENT_SERVICE = "recommender"
 
 WINDOW_SIZE, WINDOW_STEP = 1500, 500
@@ -396,13 +399,24 @@ def measure(
             outcome.detection_windows = max(1, math.ceil(delay / suite.window_s()))
     alarms = [s for s in events if is_alarm(s)]
     outcome.false_alarms = len(alarms if onset is None else [s for s in alarms if s.received_at < onset])
+    started: dict[str, str] = {}
     for seen in events:
-        if seen.topic != Topic.SYSTEM_ACTIONS or seen.value["status"] == "started":
+        if seen.topic != Topic.SYSTEM_ACTIONS:
             continue
+        if seen.value["status"] == "started":
+            started[seen.value["action_id"]] = seen.value["action"]
+            continue
+        started.pop(seen.value["action_id"], None)
         key = f"{seen.value['action']}:{seen.value['status']}"
         outcome.actions[key] = outcome.actions.get(key, 0) + 1
         outcome.actions_succeeded += seen.value["status"] == "succeeded"
         outcome.actions_failed += seen.value["status"] == "failed"
+    # Still running when measured: counted apart, so a slow action is told from no action.
+    for action in started.values():
+        outcome.actions[f"{action}:unfinished"] = outcome.actions.get(f"{action}:unfinished", 0) + 1
+    stopped = [name for name in MODEL_SERVICES if stack.running_pid(name) is None]
+    if stopped:
+        outcome.notes.append(f"not running when measured: {', '.join(stopped)}")
     if onset is not None and regime and reference:
         good = suite.good_deployment(onset, reference, regime, exclude)
         if good is not None:
@@ -456,10 +470,24 @@ def action_done(suite: Suite, start: float, action: str, status: str | None = "s
     )
 
 
-def guard_for(traffic: LiveTraffic | None) -> Callable[[], None]:
+def guard_for(suite: Suite, traffic: LiveTraffic | None, services: Sequence[str] = ()) -> Callable[[], None]:
+    """A check run while a scenario waits: what it measures with must still be there.
+
+    The timeline (a dead one would read as "nothing happened"), the traffic, and
+    ``services``: the ones the scenario leaves running, named with their log's tail.
+    """
+
     def guard() -> None:
+        try:
+            suite.timeline.check()
+        except RuntimeError as exc:
+            raise stack.StackError(str(exc)) from exc
         if traffic is not None and not traffic.is_alive():
             raise stack.StackError("the traffic thread died")
+        for name in services:
+            if stack.running_pid(name) is None:
+                tail = stack.log_tail(name)
+                raise stack.StackError(f"{name} stopped during the scenario; its log:\n{tail}")
 
     return guard
 
@@ -487,7 +515,7 @@ def drift_scenario(suite: Suite, name: str, title: str, regime: str, switch_to: 
                 or suite.good_deployment(onset, champion, regime, exclude=champion) is not None
             ),
             suite.options.timeout_s,
-            guard_for(traffic),
+            guard_for(suite, traffic, MODEL_SERVICES),
         )
     finally:
         traffic.stop()
@@ -545,7 +573,7 @@ def label_delay(suite: Suite) -> Outcome:
             "a better model serving",
             lambda: suite.good_deployment(onset, champion, "concept", exclude=champion) is not None,
             suite.options.timeout_s,
-            guard_for(traffic),
+            guard_for(suite, traffic, MODEL_SERVICES),
         )
     finally:
         traffic.stop()
@@ -588,7 +616,7 @@ def label_outage(suite: Suite) -> Outcome:
         outcome.onset = onset = time.time()
         log("  onset: labels stop, the world drifts (concept)")
         time.sleep(outage_windows * suite.window_s() + suite.options.label_delay_s[1])
-        guard_for(traffic)()
+        guard_for(suite, traffic, MODEL_SERVICES)()
     finally:
         traffic.stop()
         traffic.join(10)
@@ -636,7 +664,7 @@ def bad_model(suite: Suite) -> Outcome:
             "the rollback",
             lambda: suite.good_deployment(onset, champion, "baseline", exclude=str(bad)) is not None,
             suite.options.timeout_s,
-            guard_for(traffic),
+            guard_for(suite, traffic, MODEL_SERVICES),
         )
     finally:
         traffic.stop()
@@ -692,7 +720,7 @@ def broken_predictor(suite: Suite) -> Outcome:
             "a decision on the silent predictor",
             lambda: any(detect(s) and s.value["status"] != "started" for s in suite.events(onset)),
             suite.options.timeout_s,
-            guard_for(traffic),
+            guard_for(suite, traffic, SURVIVORS_OF_PREDICTOR_KILL),
         )
         # The operator (here: the suite) restarts it; the responder must see it recover.
         stack.start_service(stack.SERVICE_BY_NAME["predictor"])
@@ -700,7 +728,7 @@ def broken_predictor(suite: Suite) -> Outcome:
             "the recovery",
             lambda: any(decided_by(*HEALTH_RECOVERED, service="predictor")(s) for s in suite.events(onset)),
             60,
-            guard_for(traffic),
+            guard_for(suite, traffic, MODEL_SERVICES),
         )
     finally:
         traffic.stop()
@@ -734,7 +762,7 @@ def overload(suite: Suite) -> Outcome:
             "scale up and scale down",
             lambda: action_done(suite, onset, "scale_down", None),
             suite.options.timeout_s,
-            guard_for(traffic),
+            guard_for(suite, traffic, MODEL_SERVICES),
         )
     finally:
         traffic.stop()

@@ -309,6 +309,11 @@ def stop_together(names: list[str], timeout_s: float = 30.0) -> list[str]:
     return list(pids)
 
 
+def log_tail(name: str, lines: int = 15) -> str:
+    """The last lines of a stack process's log."""
+    return tail(_log_file(name), lines)
+
+
 def wait_for(name: str, ready: Callable[[], bool], timeout_s: float) -> None:
     """Wait until ``ready``; a process that exits or stays unhealthy raises with its log's tail."""
     outcome = wait_until(ready, lambda: running_pid(name) is not None, timeout_s)
