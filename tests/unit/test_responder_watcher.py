@@ -176,3 +176,42 @@ def test_no_overload_passed_without_an_overload_at_the_minimum_or_while_the_lag_
         t = T0 + timedelta(seconds=s)
         assert w.observe(beat("predictor", t, lag=300, instance="a"), t) == []  # not calm (300 > 100)
         assert w.observe(beat("predictor", t, lag=300, instance="b"), t) == []
+
+
+def test_a_planned_restart_is_neither_a_failure_nor_silence():
+    w = watcher()
+    assert w.observe(beat("predictor", T0), T0) == []
+    # SIGTERM: the last beat says "stopping"; the restart takes 25 s of the 30 s timeout.
+    stop = T0 + timedelta(seconds=20)
+    assert w.observe(beat("predictor", stop, status="stopping"), stop) == []
+    assert w.live_instances("predictor", stop) == 0
+    assert w.check(stop + timedelta(seconds=30)) == []
+    back = stop + timedelta(seconds=25)
+    assert w.observe(beat("predictor", back), back) == []
+    assert w.check(back + timedelta(seconds=29)) == []
+
+
+def test_a_service_stopped_and_not_restarted_is_silent_from_its_goodbye():
+    w = watcher()
+    stop = T0 + timedelta(seconds=20)
+    w.observe(beat("predictor", T0), T0)
+    w.observe(beat("predictor", stop, status="stopping"), stop)
+    assert w.check(stop + timedelta(seconds=30)) == []
+    [silent] = w.check(stop + timedelta(seconds=31))
+    assert silent.event_type == EventType.HEALTH_CHECK_FAILED and silent.attributes["status"] == "silent"
+
+
+def test_scale_down_keeps_the_other_instances_and_a_degraded_leaver_is_resolved():
+    w = watcher()
+    w.observe(beat("predictor", T0, instance="a"), T0)
+    t1 = T0 + timedelta(seconds=5)
+    [failed] = w.observe(beat("predictor", t1, status="degraded", instance="b", deps={"model": "down"}), t1)
+    assert failed.assessed is Severity.MEDIUM
+    t2 = T0 + timedelta(seconds=8)
+    [recovered] = w.observe(beat("predictor", t2, status="stopping", instance="b"), t2)
+    assert recovered.event_type == EventType.HEALTH_RECOVERED
+    assert w.live_instances("predictor", t2) == 1
+    # The remaining instance keeps beating: nothing more to say.
+    t3 = T0 + timedelta(seconds=10)
+    assert w.observe(beat("predictor", t3, instance="a"), t3) == []
+    assert w.check(t3 + timedelta(seconds=29)) == []

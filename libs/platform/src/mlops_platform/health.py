@@ -102,6 +102,10 @@ def run_checks(service: str, checks: dict[str, Check]) -> dict[str, CheckResult]
     return results
 
 
+#: The status of an instance's last heartbeat when it stops on purpose (SIGTERM, scale-down).
+STOPPING = "stopping"
+
+
 class Heartbeat:
     """Publishes a ``system.health`` event every ``settings.heartbeat_interval_s`` seconds."""
 
@@ -129,9 +133,27 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def beat(self) -> None:
+    def farewell(self) -> None:
+        """Stop beating and publish a last beat with status ``stopping``.
+
+        A service shutting down fails its own checks (loops stopping, the stream processor
+        stopping) while it finishes its batch: beats in that time would read as ``degraded``
+        to the auto-responder, and a planned restart of the predictor would look like a
+        broken model. Saying goodbye first tells a planned stop from a failure.
+        """
+        if self._stop.is_set():
+            return
+        self.stop()
+        try:
+            self.beat(status=STOPPING)
+        except Exception as exc:
+            log.warning("heartbeat_failed", error=str(exc))
+
+    def beat(self, status: str | None = None) -> None:
+        """Publish one heartbeat: ``ok`` or ``degraded`` from the checks, unless ``status`` is given."""
         results = run_checks(self.settings.service_name, self.checks)
-        status = "ok" if all(r.ok for r in results.values()) else "degraded"
+        if status is None:
+            status = "ok" if all(r.ok for r in results.values()) else "degraded"
         event = make_event(
             self.settings.service_name,
             {

@@ -136,14 +136,23 @@ class ServiceRuntime:
         self._heartbeat.start()
         self.system_metrics.start()
 
+    def say_goodbye(self) -> None:
+        """Stop the heartbeat with a last ``stopping`` beat (idempotent).
+
+        Called as a graceful stop begins, before anything it stops fails a check; a service
+        that stops parts of itself before :meth:`stop` (the recommender's stream processor)
+        calls it first.
+        """
+        if self._heartbeat is not None:
+            self._heartbeat.farewell()
+
     def stop(self) -> None:
         log.info("service_stopping", loops=len(self.loops))
+        self.say_goodbye()
         for loop in self.loops:
             loop.stop()
         for loop in self.loops:
             loop.join(timeout_s=60)
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
         self.system_metrics.stop()
         for hook in self._on_stop:
             try:

@@ -14,6 +14,9 @@ every beat:
     model could fix, so people are alerted rather than a model rolled back.
   A worse state than the one already raised raises again.
 * **recovered** (``service_health_recovered``): a failed service beats ``ok`` again.
+* an instance stopping on purpose sends a last beat with status ``stopping``: it leaves the
+  live set without a failure (a restart is not an outage); when it was the last instance,
+  the silence timeout counts from its goodbye.
 * **overload** (``system_overload``, subject = the scaled service): the summed consumer
   lag of its live instances reaches ``overload_lag`` (MEDIUM; four times that: HIGH),
   raised again every ``repeat_s`` while it lasts (scaling may need more than one step).
@@ -40,6 +43,7 @@ from typing import Any
 from auto_responder import metrics
 from auto_responder.model import Condition, EventType, Severity
 from mlops_platform.contracts import Topic
+from mlops_platform.health import STOPPING
 
 INFRA_DEPENDENCIES = frozenset({"kafka", "schema_registry", "mlflow"})
 
@@ -281,6 +285,8 @@ class HeartbeatWatcher:
         previous = service.instances.get(instance_id)
         if previous is not None and previous.last_beat > at:
             return []  # an older beat of this instance, delivered late
+        if status == STOPPING:
+            return self._left(service, instance_id, at, now)
         service.instances[instance_id] = _Instance(at, status, lag)
         service.last_envelope = envelope
         self.availability.observe(name, instance_id, at, status == "ok", _interval(details))
@@ -300,6 +306,25 @@ class HeartbeatWatcher:
             if overload is not None:
                 conditions.append(overload)
         return conditions
+
+    def _left(self, service: _Service, instance_id: str, at: datetime, now: datetime) -> list[Condition]:
+        """An instance stopped on purpose: it leaves the live set, which is no failure.
+
+        When it was the last one, the silence timeout starts over from its goodbye: a
+        restart that comes back in time raises nothing, a service that stays away is
+        reported silent as before.
+        """
+        service.instances.pop(instance_id, None)
+        self.availability.observe(service.name, instance_id, at, False, None)
+        if not service.instances:
+            service.registered_at = at
+            return []
+        if service.failed is not None and service.failed < Severity.HIGH and self._all_ok(service, now):
+            # The instance that reported the failure is gone and the others are healthy.
+            condition = self._recovered(service, instance_id)
+            service.failed, service.failed_reason = None, ""
+            return [condition]
+        return []
 
     def check(self, now: datetime) -> list[Condition]:
         """Services that went silent (called periodically); refreshes the availability gauges."""

@@ -274,6 +274,8 @@ class RecommenderService:
                 yield
             finally:
                 watchdog.cancel()
+                # The stream processor fails its check while it stops: say so before it does.
+                self.runtime.say_goodbye()
                 # Serde retries give up, so the agents finish their event and Faust can commit.
                 self.streams.stopping.set()
                 log.info("streams_stopping")
