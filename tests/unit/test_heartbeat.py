@@ -36,3 +36,6 @@ def test_a_graceful_stop_ends_with_one_stopping_beat_and_no_degraded_one() -> No
     assert statuses[-1] == STOPPING and statuses.count(STOPPING) == 1
     assert set(statuses[:-1]) == {"ok"}
     assert producer.beats[-1]["instance_id"] == "p-1"
+    # The goodbye does not wait on the checks (a dependency may be what is down).
+    assert producer.beats[0]["dependencies"] == {"consumer": "ok"}
+    assert producer.beats[-1]["dependencies"] == {}
