@@ -138,7 +138,10 @@ class MarkerAwareConsumer(faust_aiokafka.Consumer):
                 partition=tp.partition,
                 offset=oldest,
                 acked_up_to=offset,
-                reason="returned by the fetcher but never acked by a stream; processed again after a restart",
+                reason=(
+                    "returned by the fetcher but never acked by a stream; "
+                    "processed after the next restart or rebalance"
+                ),
             )
         return oldest
 
