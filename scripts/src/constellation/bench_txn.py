@@ -1,11 +1,14 @@
 """The latency floor of an exactly-once stage: one Kafka transaction cycle, nothing else.
 
 An exactly-once consume → produce stage commits its outputs and its input offsets in one
-transaction: begin, produce, ``send_offsets_to_transaction`` (AddOffsetsToTxn and
-TxnOffsetCommit), ``commit_transaction`` (AddPartitionsToTxn, the produce acknowledged,
-EndTxn), after which the coordinator writes the commit markers that make the outputs
-readable to ``read_committed`` consumers. librdkafka speaks transactions v1 (no KIP-890
-shortcuts), so these round trips run one after another whatever the stage computes.
+transaction: begin, ``send_offsets_to_transaction`` (AddOffsetsToTxn and TxnOffsetCommit),
+produce (AddPartitionsToTxn, the produce acknowledged), ``commit_transaction`` (EndTxn),
+after which the coordinator writes the commit markers that make the outputs readable to
+``read_committed`` consumers. librdkafka speaks transactions v1 (no KIP-890 shortcuts), so
+these round trips run one after another whatever the stage computes. The offsets go
+first, as in the stream loop: the previous commit may still be completing, and librdkafka
+retries a refused AddOffsetsToTxn after ``retry.backoff.ms`` but a refused
+AddPartitionsToTxn only after a fixed 20 ms.
 
 This module runs those cycles back to back with one record each, in one process, against
 the same broker the pipeline uses, and measures the cycle and the time from a cycle's
@@ -67,10 +70,10 @@ def transaction_floor(
             begun = time.time()
             collector.expect(key, begun)
             producer.begin_transaction()
-            producer.produce(topic, key=key, value=b"\0" * 256)
             producer.send_offsets_to_transaction(
                 [TopicPartition(topic, index % partitions, index)], metadata, 30
             )
+            producer.produce(topic, key=key, value=b"\0" * 256)
             producer.commit_transaction(30)
             cycle_s.append(time.time() - begun)
             keys.append(key)

@@ -109,6 +109,7 @@ class PredictorService:
             poll_timeout_s=settings.poll_timeout_s,
             retry_backoff_s=settings.retry_backoff_s,
             dead_letter_topic=settings.dead_letter_topic,
+            transactional_producers=settings.transactional_producers,
             consumer_overrides=group_overrides,
             # The whole batch is produced before the commit flushes it: lingering only delays it.
             producer_overrides={
