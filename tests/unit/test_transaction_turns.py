@@ -3,11 +3,13 @@
 Right after a commit the coordinator is still completing it and refuses the same
 transactional id's next transaction (CONCURRENT_TRANSACTIONS). librdkafka retries a refused
 AddOffsetsToTxn after ``retry.backoff.ms`` but a refused AddPartitionsToTxn (sent for the
-first produced record) only after a fixed 20 ms, so the loop enqueues a new transaction's
-outputs only once its offsets are in; and with several transactional producers each
-transaction goes to the next one, whose last transaction the coordinator completed long ago.
-The broker side of both is exercised by the integration and chaos tests; here the order of
-the calls is checked against recording fakes.
+first produced record) only after a fixed 20 ms, so a single producer enqueues a new
+transaction's outputs only once its offsets are in; with several transactional producers
+each transaction goes to the next one, whose last transaction the coordinator completed
+long ago
+(producing at once: it is not refused). The broker side of both is exercised by the
+integration and chaos tests; here the order of the calls is checked against recording fakes
+whose offsets call takes a while.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def emit_one(records: list[Record], outbox: Outbox) -> None:
 
 
 def build_loop(
-    journal: list[tuple[str, str]], producers: int, handler: Any = emit_one, offsets_delay_s: float = 0.0
+    journal: list[tuple[str, str]], producers: int, handler: Any = emit_one, offsets_delay_s: float = 0.02
 ) -> StreamLoop:
     loop = StreamLoop(
         settings=PlatformSettings(kafka_bootstrap_servers="127.0.0.1:1"),
@@ -119,7 +121,7 @@ def calls_of(journal: list[tuple[str, str]], name: str) -> list[str]:
     return [call for call, producer in journal if producer == name]
 
 
-def test_a_transaction_enqueues_its_outputs_only_after_its_offsets_are_in() -> None:
+def test_a_single_producer_enqueues_a_new_transactions_outputs_only_after_its_offsets_are_in() -> None:
     journal: list[tuple[str, str]] = []
     loop = build_loop(journal, producers=1, offsets_delay_s=0.05)
 
@@ -128,7 +130,7 @@ def test_a_transaction_enqueues_its_outputs_only_after_its_offsets_are_in() -> N
     assert [call for call, _ in journal] == ["begin", "offsets", "produce", "produce", "commit"]
 
 
-def test_a_transaction_spanning_polls_registers_on_its_first_poll() -> None:
+def test_a_single_producers_transaction_spanning_polls_registers_on_its_first_poll() -> None:
     journal: list[tuple[str, str]] = []
     loop = build_loop(journal, producers=1, offsets_delay_s=0.02)
     loop.batch_size = 2  # full polls: the transaction stays open
@@ -160,7 +162,29 @@ def test_transactions_take_turns_between_the_producers_and_commit_in_order() -> 
         ("begin", "A"),
         ("commit", "A"),
     ]
-    assert calls_of(journal, "B") == ["begin", "offsets", "produce", "commit"]
+    assert calls_of(journal, "B") == ["begin", "produce", "offsets", "commit"]
+
+
+def test_producers_taking_turns_produce_without_waiting_for_the_offsets() -> None:
+    journal: list[tuple[str, str]] = []
+    loop = build_loop(journal, producers=2, offsets_delay_s=0.05)
+    loop.batch_size = 2  # full polls: the transaction stays open
+    loop.commit_max_records = 4
+    loop.commit_interval_s = 60.0
+
+    loop._checkpoint([Message(0), Message(1)])  # type: ignore[list-item]
+    loop._checkpoint([Message(2), Message(3)])  # type: ignore[list-item]
+
+    # No early offsets call: the offsets go once, with the poll that closes the transaction.
+    assert [call for call, _ in journal] == [
+        "begin",
+        "produce",
+        "produce",
+        "produce",
+        "produce",
+        "offsets",
+        "commit",
+    ]
 
 
 def test_an_aborted_transaction_keeps_the_turn() -> None:
@@ -179,7 +203,7 @@ def test_an_aborted_transaction_keeps_the_turn() -> None:
         loop._checkpoint([Message(offset)])  # type: ignore[list-item]
 
     # B's transaction is aborted and its records consumed again, by B, which then commits.
-    assert calls_of(journal, "B") == ["begin", "offsets", "abort", "begin", "offsets", "produce", "commit"]
+    assert calls_of(journal, "B") == ["begin", "offsets", "abort", "begin", "produce", "offsets", "commit"]
     assert ("rewind", "-") in journal
     assert loop.checkpoints == 2
 
@@ -188,7 +212,7 @@ def test_a_replaced_producer_keeps_its_place_in_the_turn() -> None:
     journal: list[tuple[str, str]] = []
     loop = build_loop(journal, producers=2)
     loop._checkpoint([Message(0)])  # type: ignore[list-item]  # A commits; B's turn
-    fresh = RecordingProducer("B2", journal)
+    fresh = RecordingProducer("B2", journal, 0.02)
     loop._new_transactional_producer = lambda: fresh  # type: ignore[assignment,return-value]
 
     loop._replace_wedged_producer("test")
@@ -196,10 +220,25 @@ def test_a_replaced_producer_keeps_its_place_in_the_turn() -> None:
     loop._checkpoint([Message(1)])  # type: ignore[list-item]
 
     assert loop._producers == [loop._producers[0], fresh]
-    assert calls_of(journal, "B2") == ["init", "begin", "offsets", "produce", "commit"]
-    assert calls_of(journal, "A")[-4:] == ["begin", "offsets", "produce", "commit"]
+    assert calls_of(journal, "B2") == ["init", "begin", "produce", "offsets", "commit"]
+    assert calls_of(journal, "A")[-4:] == ["begin", "produce", "offsets", "commit"]
 
 
 def test_at_least_one_transactional_producer() -> None:
     with pytest.raises(ValueError, match="transactional_producers"):
         build_loop([], producers=0)
+
+
+def test_a_starting_loop_fences_every_transactional_id_of_its_instance() -> None:
+    journal: list[tuple[str, str]] = []
+    loop = build_loop(journal, producers=3)
+    loop.consumer.subscribe = lambda **_callbacks: None  # type: ignore[method-assign]
+    loop.consumer.close = lambda: None  # type: ignore[method-assign]
+    loop.stop()  # run() starts, fences, and stops at once
+
+    loop.run()
+
+    # A predecessor killed mid-transaction on any of its producers is aborted at start,
+    # not after transaction.timeout.ms: every id is initialised before anything is consumed.
+    assert [entry for entry in journal if entry[0] == "init"] == [("init", "A"), ("init", "B"), ("init", "C")]
+    assert loop._transactional_ids == ["svc-1", "svc-1-1", "svc-1-2"]

@@ -738,7 +738,8 @@ def extras(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     if txn:
         cycle, visible = txn["cycle_ms"], txn["readable_ms"]
         lines.append(
-            "exactly-once latency floor (one-record transactions back to back): "
+            "exactly-once latency floor (one-record transactions back to back, "
+            f"{txn.get('producers', 1)} transactional producer(s) taking turns as the predictor's): "
             f"cycle p50 {cycle['p50']:.1f} / p99 {cycle['p99']:.1f} ms, "
             f"begin -> readable p50 {visible.get('p50', 0):.1f} / p99 {visible.get('p99', 0):.1f} ms; "
             "an event waits for the cycle in progress, then rides its own"

@@ -1,14 +1,15 @@
 """The latency floor of an exactly-once stage: one Kafka transaction cycle, nothing else.
 
 An exactly-once consume → produce stage commits its outputs and its input offsets in one
-transaction: begin, ``send_offsets_to_transaction`` (AddOffsetsToTxn and TxnOffsetCommit),
-produce (AddPartitionsToTxn, the produce acknowledged), ``commit_transaction`` (EndTxn),
-after which the coordinator writes the commit markers that make the outputs readable to
-``read_committed`` consumers. librdkafka speaks transactions v1 (no KIP-890 shortcuts), so
-these round trips run one after another whatever the stage computes. The offsets go
-first, as in the stream loop: the previous commit may still be completing, and librdkafka
-retries a refused AddOffsetsToTxn after ``retry.backoff.ms`` but a refused
-AddPartitionsToTxn only after a fixed 20 ms.
+transaction: begin, produce (AddPartitionsToTxn, the produce acknowledged),
+``send_offsets_to_transaction`` (AddOffsetsToTxn and TxnOffsetCommit),
+``commit_transaction`` (EndTxn), after which the coordinator writes the commit markers that
+make the outputs readable to ``read_committed`` consumers. librdkafka speaks transactions v1
+(no KIP-890 shortcuts), so these round trips cost the same whatever the stage computes.
+As in the predictor's stream loop, ``transactional_producers`` producers take turns, and a
+single one sends the offsets before it produces (the coordinator refuses a transactional
+id's next transaction while it completes the previous commit; librdkafka retries a refused
+AddOffsetsToTxn after ``retry.backoff.ms``, a refused AddPartitionsToTxn after a fixed 20 ms).
 
 This module runs those cycles back to back with one record each, in one process, against
 the same broker the pipeline uses, and measures the cycle and the time from a cycle's
@@ -43,18 +44,22 @@ def transaction_floor(
     """
     group = f"bench-txn-{uuid.uuid4().hex[:8]}"
     predictor = PredictorSettings()
-    producer = Producer(
-        settings.producer_config(
-            "bench-txn",
-            **{
-                "transactional.id": group,
-                "linger.ms": 0,
-                # The predictor's own transactional producer settings.
-                "retry.backoff.ms": predictor.producer_retry_backoff_ms,
-                "retry.backoff.max.ms": predictor.producer_retry_backoff_max_ms,
-            },
+    producers = [
+        Producer(
+            settings.producer_config(
+                "bench-txn",
+                **{
+                    "transactional.id": f"{group}-{turn}",
+                    "linger.ms": 0,
+                    # The predictor's own transactional producer settings.
+                    "retry.backoff.ms": predictor.producer_retry_backoff_ms,
+                    "retry.backoff.max.ms": predictor.producer_retry_backoff_max_ms,
+                },
+            )
         )
-    )
+        for turn in range(predictor.transactional_producers)
+    ]
+    offsets_first = len(producers) == 1
     # A group member whose metadata the offsets are committed with, as in a real stage.
     member = Consumer(settings.consumer_config(group, "bench-txn-member"))
     member.subscribe([topic])
@@ -62,18 +67,22 @@ def transaction_floor(
     keys: list[bytes] = []
     cycle_s: list[float] = []
     try:
-        producer.init_transactions(30)
+        for producer in producers:
+            producer.init_transactions(30)
         member.poll(1.0)  # joins the group (the offsets below need its metadata)
         metadata = member.consumer_group_metadata()
         for index in range(cycles):
             key = f"txn-{index}".encode()
+            offsets = [TopicPartition(topic, index % partitions, index)]
+            producer = producers[index % len(producers)]
             begun = time.time()
             collector.expect(key, begun)
             producer.begin_transaction()
-            producer.send_offsets_to_transaction(
-                [TopicPartition(topic, index % partitions, index)], metadata, 30
-            )
+            if offsets_first:
+                producer.send_offsets_to_transaction(offsets, metadata, 30)
             producer.produce(topic, key=key, value=b"\0" * 256)
+            if not offsets_first:
+                producer.send_offsets_to_transaction(offsets, metadata, 30)
             producer.commit_transaction(30)
             cycle_s.append(time.time() - begun)
             keys.append(key)
@@ -87,4 +96,5 @@ def transaction_floor(
         "cycle_ms": percentiles(cycle_s[warm:]),
         "readable_ms": percentiles(visible_s[warm:]),
         "unreadable": len(keys) - readable,
+        "producers": len(producers),
     }

@@ -17,10 +17,11 @@ outputs and confirms them before the input offsets move:
   to be revoked commit the open transaction first. Whether a poll closes its transaction
   is known as soon as it is polled, so the offsets go to the transaction
   (``send_offsets_to_transaction``, two coordinator round trips) while the handler works
-  on the poll, not after it: a stream below capacity waits for the commit only. A new
-  transaction's outputs are enqueued only once its offsets are in, which spares them
-  librdkafka's fixed 20 ms retry while the coordinator completes the previous commit
-  (``StreamLoop._await_coordinator``).
+  on the poll, not after it: a stream below capacity waits for the commit only. Right
+  after a commit the coordinator still completes it and refuses the same transactional
+  id's next transaction for a moment: several producers taking turns avoid that, and a
+  single one produces a new transaction's outputs only once its offsets are in
+  (``StreamLoop._next_turn``, ``StreamLoop._await_coordinator``).
 
 A **stateful** handler (its owner implements :class:`~mlops_platform.kafka.state.Stateful`,
 ``state=...``, ``state_topic=...``; exactly-once only) has its state checkpointed with
@@ -405,21 +406,24 @@ class StreamLoop:
     def _add_to_transaction(self, messages: list[Message], started: float) -> None:
         """Handle a poll inside the open transaction (begun here if none is); commit when due."""
         producer = self.producer.raw
-        opening = self._open is None
+        # A single producer's new transaction waits for the coordinator: see ``_await_coordinator``.
+        awaits_coordinator = self._open is None and len(self._producers) == 1
         if self._open is None:
             producer.begin_transaction()
             self._open = _OpenTransaction(started)
         due = self._commit_due(messages) or self.stop_signal.is_set()
-        # The offsets this commit will carry are known before the handler runs. A transaction's
-        # first poll always sends its offsets at once (if the transaction grows, the commit
-        # sends them again): see ``_await_coordinator``.
+        # The offsets this commit will carry are known before the handler runs. (A transaction
+        # that waits for the coordinator sends its first poll's offsets at once even if it
+        # grows; the commit then sends them again.)
         offsets = (
-            self._start_send_offsets(producer, [*self._open.messages, *messages]) if due or opening else None
+            self._start_send_offsets(producer, [*self._open.messages, *messages])
+            if due or awaits_coordinator
+            else None
         )
         outbox = Outbox(self.producer)
         try:
             self._handle(messages, outbox)
-            if opening:
+            if awaits_coordinator:
                 self._await_coordinator(offsets)
             self._open.produced.update(outbox.send())
         except (_Retry, *_TRANSIENT) as exc:
@@ -451,15 +455,17 @@ class StreamLoop:
             self._commit_open(offsets)
 
     def _await_coordinator(self, offsets: _OffsetsCall | None) -> None:
-        """Hold a new transaction's first outputs until the coordinator took its offsets.
+        """Hold a single producer's new transaction's outputs until the coordinator took its offsets.
 
         Right after a commit the coordinator is still completing it (writing the markers)
-        and answers the next transaction's first requests CONCURRENT_TRANSACTIONS.
+        and answers the same transactional id's next requests CONCURRENT_TRANSACTIONS.
         librdkafka retries AddOffsetsToTxn after ``retry.backoff.ms`` (a millisecond or
         two here) but AddPartitionsToTxn, which the first produced record triggers, after
-        a fixed 20 ms: measured on back-to-back transactions, about one in fifteen paid
-        those 20 ms, which made the pipeline's p99. Once the offsets are in, the coordinator has
-        finished the previous commit and the partitions register at the first try.
+        a fixed 20 ms: on back-to-back transactions about one in fifteen paid those 20 ms.
+        Once the offsets are in, the previous commit is complete and the partitions
+        register at the first try. Producers taking turns (``transactional_producers`` > 1)
+        are not refused in the first place, and produce at once: waiting would stall the
+        loop thread for two round trips per transaction.
         Raises the offsets call's error (the caller aborts) or ``_WedgedProducer``.
         """
         if offsets is not None:
