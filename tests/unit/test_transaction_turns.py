@@ -146,6 +146,29 @@ def test_a_single_producers_transaction_spanning_polls_registers_on_its_first_po
     assert [call for call, _ in journal][4:] == ["produce", "produce", "offsets", "commit"]
 
 
+class State:
+    def snapshot(self) -> bytes:
+        return b"state"
+
+    def restore(self, snapshot: bytes | None) -> None:
+        pass
+
+
+def test_a_stateful_loop_sends_its_offsets_only_with_its_commit() -> None:
+    # Its handler may read the group's committed offsets, which the broker holds back
+    # (UNSTABLE_OFFSET_COMMIT) while offsets of the group are pending in an open transaction.
+    journal: list[tuple[str, str]] = []
+    loop = build_loop(journal, producers=1)
+    loop.state = State()  # type: ignore[assignment]
+    loop.state_interval_s = 60.0
+
+    loop._checkpoint([Message(0)])  # type: ignore[list-item]
+    assert [call for call, _ in journal] == ["begin", "produce"]
+    loop._commit_open()
+
+    assert [call for call, _ in journal] == ["begin", "produce", "offsets", "commit"]
+
+
 def test_transactions_take_turns_between_the_producers_and_commit_in_order() -> None:
     journal: list[tuple[str, str]] = []
     loop = build_loop(journal, producers=2)

@@ -20,8 +20,8 @@ outputs and confirms them before the input offsets move:
   on the poll, not after it: a stream below capacity waits for the commit only. Right
   after a commit the coordinator still completes it and refuses the same transactional
   id's next transaction for a moment: several producers taking turns avoid that, and a
-  single one produces a new transaction's outputs only once its offsets are in
-  (``StreamLoop._next_turn``, ``StreamLoop._await_coordinator``).
+  single one (in a loop without checkpointed state) produces a new transaction's outputs
+  only once its offsets are in (``StreamLoop._next_turn``, ``StreamLoop._await_coordinator``).
 
 A **stateful** handler (its owner implements :class:`~mlops_platform.kafka.state.Stateful`,
 ``state=...``, ``state_topic=...``; exactly-once only) has its state checkpointed with
@@ -406,8 +406,11 @@ class StreamLoop:
     def _add_to_transaction(self, messages: list[Message], started: float) -> None:
         """Handle a poll inside the open transaction (begun here if none is); commit when due."""
         producer = self.producer.raw
-        # A single producer's new transaction waits for the coordinator: see ``_await_coordinator``.
-        awaits_coordinator = self._open is None and len(self._producers) == 1
+        # A single producer's new transaction waits for the coordinator (see
+        # ``_await_coordinator``); a stateful loop's does not: its commits are seconds apart,
+        # and its handler may read its group's committed offsets, which Kafka holds back
+        # while the group has offsets pending in an open transaction.
+        awaits_coordinator = self._open is None and len(self._producers) == 1 and self.state is None
         if self._open is None:
             producer.begin_transaction()
             self._open = _OpenTransaction(started)
