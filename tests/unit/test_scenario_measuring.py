@@ -45,6 +45,29 @@ class RecordedSuite:
     def walk(self, event_id: str, causes: Any) -> tuple[list[Seen], bool]:
         return [], False
 
+    def check(self) -> None:
+        pass
+
+    def wait(self, what: str, done: Any, timeout_s: float, guard: Any) -> bool:
+        """Nothing arrives while waiting: the outcome is whatever is there already."""
+        guard()
+        return bool(done())
+
+
+class LateOutcomeSuite(RecordedSuite):
+    """The action's outcome arrives while :func:`measure` waits for it."""
+
+    def __init__(self, events: list[Seen], late: Seen) -> None:
+        super().__init__(events)
+        self.late = late
+        self.waited_for: list[str] = []
+
+    def wait(self, what: str, done: Any, timeout_s: float, guard: Any) -> bool:
+        self.waited_for.append(what)
+        assert not done(), "measure waits only while an action is unfinished"
+        self.seen.append(self.late)
+        return bool(done())
+
 
 @pytest.fixture
 def all_running(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,6 +89,20 @@ def test_an_action_without_an_outcome_yet_is_listed_as_unfinished() -> None:
     assert outcome.actions == {"rollback:unfinished": 1, "retrain:succeeded": 1, "alert:succeeded": 1}
     assert (outcome.actions_succeeded, outcome.actions_failed) == (2, 0)
     assert outcome.notes == []
+
+
+@pytest.mark.usefixtures("all_running")
+def test_an_outcome_reported_just_after_the_scenarios_wait_is_counted() -> None:
+    # The responder publishes the good model's model.deployed a moment before the rollback's
+    # succeeded record: a scenario that stops waiting at the first must not miss the second.
+    suite = LateOutcomeSuite(
+        [action("a", "rollback", "started", 1.0)], late=action("a", "rollback", "succeeded", 1.3)
+    )
+    outcome = Outcome("bad_model", "bad model")
+    measure(suite, outcome, 0.0, detect=None, cause_topics=[])  # type: ignore[arg-type]
+    assert suite.waited_for == ["the started actions' outcomes"]
+    assert outcome.actions == {"rollback:succeeded": 1}
+    assert outcome.actions_succeeded == 1
 
 
 def test_a_model_service_not_running_when_measured_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

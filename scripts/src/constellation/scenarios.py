@@ -72,6 +72,8 @@ SILENT_SERVICE = "recommender"
 
 WINDOW_SIZE, WINDOW_STEP = 1500, 500
 HEARTBEAT_S = 3.0
+#: How long a started action may take to report its outcome once a scenario is measured.
+ACTION_OUTCOME_WAIT_S = 30.0
 #: The world every scenario lives in: the champion is trained on its first rows, traffic
 #: continues it (another seed would be another population of accounts and merchants, on
 #: which the champion is a little worse: a degradation alarm without an incident).
@@ -382,12 +384,23 @@ def measure(
     reference: str | None = None,
     exclude: str = "",
     chain_from: Callable[[Seen], bool] | None = None,
+    outcome_wait_s: float = ACTION_OUTCOME_WAIT_S,
 ) -> None:
     """Fill ``outcome`` from the events since ``start`` (the scenario's known-good start).
 
     The chain is walked from the last event ``chain_from`` accepts, by default the last
-    ``model.deployed`` since the onset (or else the last decision).
+    ``model.deployed`` since the onset (or else the last decision). An action started and
+    not finished yet gets up to ``outcome_wait_s`` to report its outcome first: a scenario's
+    own wait ends when the action's effect is visible (the good model's ``model.deployed``),
+    which the auto-responder publishes a moment before the action's ``succeeded`` record.
     """
+    if unfinished_actions(suite.events(start)):
+        suite.wait(
+            "the started actions' outcomes",
+            lambda: not unfinished_actions(suite.events(start)),
+            outcome_wait_s,
+            guard_for(suite, None),
+        )
     events = suite.events(start)
     onset = outcome.onset
     if onset is not None and detect is not None:
@@ -399,20 +412,15 @@ def measure(
             outcome.detection_windows = max(1, math.ceil(delay / suite.window_s()))
     alarms = [s for s in events if is_alarm(s)]
     outcome.false_alarms = len(alarms if onset is None else [s for s in alarms if s.received_at < onset])
-    started: dict[str, str] = {}
     for seen in events:
-        if seen.topic != Topic.SYSTEM_ACTIONS:
+        if seen.topic != Topic.SYSTEM_ACTIONS or seen.value["status"] == "started":
             continue
-        if seen.value["status"] == "started":
-            started[seen.value["action_id"]] = seen.value["action"]
-            continue
-        started.pop(seen.value["action_id"], None)
         key = f"{seen.value['action']}:{seen.value['status']}"
         outcome.actions[key] = outcome.actions.get(key, 0) + 1
         outcome.actions_succeeded += seen.value["status"] == "succeeded"
         outcome.actions_failed += seen.value["status"] == "failed"
     # Still running when measured: counted apart, so a slow action is told from no action.
-    for action in started.values():
+    for action in unfinished_actions(events).values():
         outcome.actions[f"{action}:unfinished"] = outcome.actions.get(f"{action}:unfinished", 0) + 1
     stopped = [name for name in MODEL_SERVICES if stack.running_pid(name) is None]
     if stopped:
@@ -459,6 +467,19 @@ def decided_by(*rule_ids: str, service: str | None = None) -> Callable[[Seen], b
 
 HEALTH_FAILED = ("predictor-health-check-failed", "service-health-check-failed")
 HEALTH_RECOVERED = ("service-health-recovered",)
+
+
+def unfinished_actions(events: Iterable[Seen]) -> dict[str, str]:
+    """Actions (id → name) with a ``started`` record and no outcome yet among ``events``."""
+    started: dict[str, str] = {}
+    for seen in events:
+        if seen.topic != Topic.SYSTEM_ACTIONS:
+            continue
+        if seen.value["status"] == "started":
+            started[seen.value["action_id"]] = seen.value["action"]
+        else:
+            started.pop(seen.value["action_id"], None)
+    return started
 
 
 def action_done(suite: Suite, start: float, action: str, status: str | None = "succeeded") -> bool:
