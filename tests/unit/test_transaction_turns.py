@@ -117,6 +117,13 @@ def build_loop(
     return loop
 
 
+def spans_two_polls(loop: StreamLoop) -> None:
+    """Polls of two records are full (the transaction stays open); the second one closes it."""
+    loop.batch_size = 2
+    loop.commit_max_records = 4
+    loop.commit_interval_s = 60.0
+
+
 def calls_of(journal: list[tuple[str, str]], name: str) -> list[str]:
     return [call for call, producer in journal if producer == name]
 
@@ -133,9 +140,7 @@ def test_a_single_producer_enqueues_a_new_transactions_outputs_only_after_its_of
 def test_a_single_producers_transaction_spanning_polls_registers_on_its_first_poll() -> None:
     journal: list[tuple[str, str]] = []
     loop = build_loop(journal, producers=1, offsets_delay_s=0.02)
-    loop.batch_size = 2  # full polls: the transaction stays open
-    loop.commit_max_records = 4
-    loop.commit_interval_s = 60.0
+    spans_two_polls(loop)
 
     loop._checkpoint([Message(0), Message(1)])  # type: ignore[list-item]
     assert [call for call, _ in journal] == ["begin", "offsets", "produce", "produce"]
@@ -191,9 +196,7 @@ def test_transactions_take_turns_between_the_producers_and_commit_in_order() -> 
 def test_producers_taking_turns_produce_without_waiting_for_the_offsets() -> None:
     journal: list[tuple[str, str]] = []
     loop = build_loop(journal, producers=2, offsets_delay_s=0.05)
-    loop.batch_size = 2  # full polls: the transaction stays open
-    loop.commit_max_records = 4
-    loop.commit_interval_s = 60.0
+    spans_two_polls(loop)
 
     loop._checkpoint([Message(0), Message(1)])  # type: ignore[list-item]
     loop._checkpoint([Message(2), Message(3)])  # type: ignore[list-item]
