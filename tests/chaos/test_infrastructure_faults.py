@@ -479,7 +479,9 @@ class TestSingleBroker:
         scored_while_down = completions.between(dead, down_until)
         ledger.note(f"{scored_while_down} scored while {component} was down")
         ledger.assert_exactly_once()
-        assert scored_while_down > 0, f"nothing was scored while {component} was down: {ledger.summary()}"
+        assert scored_while_down > 0, (
+            f"nothing was scored while {component} was down: {ledger.summary()}; {'; '.join(ledger.notes)}"
+        )
 
 
 # --------------------------------------------------------------------------- three brokers

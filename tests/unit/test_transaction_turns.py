@@ -234,20 +234,24 @@ def test_an_aborted_transaction_keeps_the_turn() -> None:
     assert loop.checkpoints == 2
 
 
-def test_a_replaced_producer_keeps_its_place_in_the_turn() -> None:
+def test_a_wedged_producer_is_replaced_with_the_others_of_its_turn_and_the_turn_is_kept() -> None:
     journal: list[tuple[str, str]] = []
     loop = build_loop(journal, producers=2)
     loop._checkpoint([Message(0)])  # type: ignore[list-item]  # A commits; B's turn
-    fresh = RecordingProducer("B2", journal, 0.02)
-    loop._new_transactional_producer = lambda: fresh  # type: ignore[assignment,return-value]
+    fresh = {turn: RecordingProducer(f"{name}2", journal, 0.02) for turn, name in enumerate("AB")}
+    loop._new_transactional_producer = fresh.__getitem__  # type: ignore[assignment]
 
-    loop._replace_wedged_producer("test")
+    # The others would wedge on the same stale coordinator at their next turn: all go at once.
+    loop._replace_wedged_producers("test")
     loop._checkpoint([Message(0)])  # type: ignore[list-item]
     loop._checkpoint([Message(1)])  # type: ignore[list-item]
 
-    assert loop._producers == [loop._producers[0], fresh]
+    assert loop._producers == [fresh[0], fresh[1]]
     assert calls_of(journal, "B2") == ["init", "begin", "produce", "offsets", "commit"]
-    assert calls_of(journal, "A")[-4:] == ["begin", "produce", "offsets", "commit"]
+    assert calls_of(journal, "A2") == ["init", "begin", "produce", "offsets", "commit"]
+    assert journal.index(("init", "A2")) < journal.index(("begin", "B2")), "every new id is fenced first"
+    assert calls_of(journal, "A") == ["begin", "produce", "offsets", "commit"], "the old A is dropped"
+    assert calls_of(journal, "B") == [], "the wedged B is dropped"
 
 
 def test_at_least_one_transactional_producer() -> None:

@@ -110,7 +110,7 @@ def open_transaction(loop: StreamLoop, raw: StuckProducer) -> list[str]:
 def test_a_stuck_offsets_call_replaces_the_producer_and_consumes_again(loop: StreamLoop) -> None:
     stuck = StuckProducer()
     fresh = FreshProducer()
-    loop._new_transactional_producer = lambda: fresh  # type: ignore[assignment,return-value]
+    loop._new_transactional_producer = lambda _turn: fresh  # type: ignore[assignment,return-value]
     rewinds = open_transaction(loop, stuck)
 
     assert loop._commit_open() is False
@@ -127,17 +127,17 @@ def test_the_replacement_restores_the_last_committed_state(loop: StreamLoop) -> 
     state = State()
     loop.state = state
     loop._committed_state = b"committed"
-    loop._new_transactional_producer = lambda: FreshProducer()  # type: ignore[assignment,return-value]
+    loop._new_transactional_producer = lambda _turn: FreshProducer()  # type: ignore[assignment,return-value]
     open_transaction(loop, StuckProducer())
 
-    loop._replace_wedged_producer("test")
+    loop._replace_wedged_producers("test")
 
     assert state.restored == [b"committed"]
 
 
 def test_an_error_of_the_call_is_the_usual_abort_not_a_replacement(loop: StreamLoop) -> None:
     failing = StuckProducer(KafkaException(KafkaError(KafkaError._TIMED_OUT)))
-    loop._new_transactional_producer = lambda: pytest.fail("the producer is not stuck")  # type: ignore[assignment]
+    loop._new_transactional_producer = lambda _turn: pytest.fail("the producer is not stuck")  # type: ignore[assignment]
     rewinds = open_transaction(loop, failing)
 
     assert loop._commit_open() is False

@@ -121,8 +121,8 @@ class _OffsetsCall:
     coordinator's broker was dropped from the metadata while it was down (a single
     broker restarted): it keeps waiting on the stale coordinator (confluentinc/librdkafka
     #5456, #5511). A call that does not return in time leaves the producer wedged, and
-    the loop replaces it. Running in a thread also lets the loop handle the batch while
-    the offsets travel to the coordinator.
+    the loop replaces it, with the other producers of its turn. Running in a thread also
+    lets the loop handle the batch while the offsets travel to the coordinator.
     """
 
     def __init__(
@@ -228,13 +228,13 @@ class StreamLoop:
                 f"{transactional_id}-{turn}" for turn in range(1, transactional_producers)
             ]
 
-            def transactional_producer(turn: int | None = None) -> EventProducer:
-                """The producer of ``turn`` (default: the current one, e.g. to replace it)."""
+            def transactional_producer(turn: int) -> EventProducer:
+                """A new producer with the transactional id of ``turn``."""
                 return EventProducer(
                     settings,
                     service,
                     serde,
-                    transactional_id=self._transactional_ids[self._turn if turn is None else turn],
+                    transactional_id=self._transactional_ids[turn],
                     **transactional_overrides,
                 )
 
@@ -448,7 +448,7 @@ class StreamLoop:
             return
         except _WedgedProducer as exc:
             outbox.discard()
-            self._replace_wedged_producer(str(exc))
+            self._replace_wedged_producers(str(exc))
             return
         except BaseException:
             self._settle(offsets)
@@ -499,7 +499,7 @@ class StreamLoop:
         try:
             offsets.result(self.wedged_grace_s)
         except _WedgedProducer as exc:
-            self._replace_wedged_producer(str(exc))
+            self._replace_wedged_producers(str(exc))
             return False
         except KafkaException:
             pass
@@ -531,7 +531,7 @@ class StreamLoop:
             self._fail_transaction(exc)
             return False
         except _WedgedProducer as exc:
-            self._replace_wedged_producer(str(exc))
+            self._replace_wedged_producers(str(exc))
             return False
         self._open = None
         self._next_turn()
@@ -570,20 +570,26 @@ class StreamLoop:
             self._kafka_timeout_s,
         )
 
-    def _replace_wedged_producer(self, reason: str) -> None:
-        """Give up the stuck producer: a new one with the same transactional id fences it.
+    def _replace_wedged_producers(self, reason: str) -> None:
+        """Give up the stuck producer, and the others of the turn with it: new ones fence them.
 
-        ``init_transactions`` of the new producer aborts the stuck one's open transaction
+        The cause, a group coordinator that went stale while its broker was down, is in
+        every producer that was connected then: left alone, the others would wedge too,
+        one after the other at their next turn, each after the whole deadline (a broker
+        restart stalled the loop once per producer). The others are idle (one transaction
+        is open at a time), so replacing them costs an ``init_transactions`` each.
+        ``init_transactions`` of a new producer aborts the stuck one's open transaction
         at the coordinator, so nothing of it becomes visible; its records are consumed
-        again from the committed offsets. The stuck producer is only dropped, not closed:
-        closing would wait on the same stale coordinator.
+        again from the committed offsets. The old producers are only dropped, not
+        closed: closing would wait on the same stale coordinator.
         """
         log.error("transactional_producer_wedged", reason=reason, group=self.group_id)
         self.producer_replacements += 1
         self._open = None
-        self.producer = self._new_transactional_producer()
-        self._producers[self._turn] = self.producer
-        self.producer.raw.init_transactions(self._kafka_timeout_s)
+        self._producers = [self._new_transactional_producer(turn) for turn in range(len(self._producers))]
+        self.producer = self._producers[self._turn]
+        for producer in self._producers:
+            producer.raw.init_transactions(self._kafka_timeout_s)
         if self.state is not None:
             self.state.restore(self._committed_state)
         self.consumer.rewind_to_committed()
