@@ -19,7 +19,9 @@ from pydantic import SecretStr
 
 from constellation.credentials import StackCredentials
 from mlops_platform.contracts import Topic
+from mlops_platform.health import kafka_check
 from mlops_platform.settings import PlatformSettings
+from tests.support.processes import free_port
 from tests.support.topics import consumer_at_end
 
 pytestmark = pytest.mark.integration
@@ -152,3 +154,12 @@ def test_a_wrong_password_fails_authentication(service: PlatformSettings) -> Non
         producer.list_topics(timeout=10)
     producer.poll(1)
     assert any(error.code() == KafkaError._AUTHENTICATION for error in errors), errors
+
+
+def test_the_readiness_probe_of_a_service_principal_reaches_the_cluster(service: PlatformSettings) -> None:
+    # Readiness and ingest's dependency gate ask as the service: the broker answers its
+    # principal, and a broker that does not answer fails the probe with the reason.
+    assert kafka_check(service)().ok
+    unreachable = service.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    result = kafka_check(unreachable)()
+    assert not result.ok and "no metadata" in result.detail
