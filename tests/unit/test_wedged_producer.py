@@ -92,6 +92,7 @@ def loop() -> StreamLoop:
         transactional_id="test-1",
     )
     built._kafka_timeout_s = 0.2
+    built._offsets_timeout_s = 0.2
     built.wedged_grace_s = 0.1
     return built
 

@@ -284,6 +284,11 @@ class StreamLoop:
         self.ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._kafka_timeout_s = settings.request_timeout_s * 6
+        # Offsets normally reach the coordinator in milliseconds. A call this late is most
+        # likely wedged (see ``_OffsetsCall``), and each second waited is a second nothing is
+        # scored after a broker restart; replacing a producer that was only slow costs a
+        # fenced transaction consumed again, never a duplicate.
+        self._offsets_timeout_s = settings.request_timeout_s * 2
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -567,7 +572,7 @@ class StreamLoop:
             producer,
             next_offsets(messages),
             self.consumer.kafka.consumer_group_metadata(),
-            self._kafka_timeout_s,
+            self._offsets_timeout_s,
         )
 
     def _replace_wedged_producers(self, reason: str) -> None:
