@@ -26,7 +26,7 @@ from confluent_kafka import Consumer
 
 from constellation import credentials
 from mlops_platform.contracts import load_catalogue
-from mlops_platform.kafka import create_topic, kafka_reachable
+from mlops_platform.kafka import create_topic, delete_topics, kafka_reachable
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
 from tests.support.processes import ServiceLauncher
@@ -97,13 +97,26 @@ def serde(platform_settings: PlatformSettings, kafka: str, schema_registry: str)
     serde.close()
 
 
+@pytest.fixture(scope="session")
+def created_topics(platform_settings: PlatformSettings) -> Iterator[list[str]]:
+    """Topics the session created; deleted at its end (left behind, they pile up on the stack's broker)."""
+    topics: list[str] = []
+    yield topics
+    if topics and kafka_reachable(platform_settings, timeout_s=10):
+        for topic, reason in delete_topics(platform_settings, topics).items():
+            print(f"could not delete the test topic {topic}: {reason}")
+
+
 @pytest.fixture
-def topic_factory(platform_settings: PlatformSettings, kafka: str) -> Callable[..., str]:
+def topic_factory(
+    platform_settings: PlatformSettings, kafka: str, created_topics: list[str]
+) -> Callable[..., str]:
     """Create a fresh topic: ``topic_factory("orders", partitions=3)`` -> ``test.orders.<uuid>``."""
 
     def make(name: str = "topic", partitions: int = 1, config: dict[str, str] | None = None) -> str:
         topic = f"test.{name}.{uuid.uuid4().hex[:10]}"
         create_topic(platform_settings, topic, partitions, config)
+        created_topics.append(topic)
         return topic
 
     return make

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from mlops_platform.bindings import Binding
 from mlops_platform.contracts import Topic, make_event
@@ -18,6 +20,8 @@ from mlops_platform.kafka import (
     Record,
     RetryableError,
     StreamLoop,
+    create_topic,
+    delete_topics,
 )
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
@@ -386,3 +390,23 @@ def test_a_plain_confluent_client_reads_project_events_via_the_registry(
     plain.produce(topic, data)
     plain.flush(30)
     assert serde.decode(topic, data, schema_topic=FEEDBACK)["transaction_id"] == "ext-2"
+
+
+def test_delete_topics_removes_the_topics_and_takes_a_missing_one_as_deleted(
+    platform_settings: PlatformSettings, kafka: str
+) -> None:
+    topics = [f"test.delete.{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    for topic in topics:
+        create_topic(platform_settings, topic, partitions=3)
+    never_created = f"test.never-created.{uuid.uuid4().hex[:10]}"
+
+    assert delete_topics(platform_settings, [*topics, never_created]) == {}
+
+    admin = AdminClient(platform_settings.admin_config())
+    remaining = set(topics)
+    for _ in range(50):  # the broker's metadata follows the controller's deletion within moments
+        remaining &= set(admin.list_topics(timeout=10).topics)
+        if not remaining:
+            break
+        time.sleep(0.2)
+    assert not remaining, f"still on the broker after delete_topics: {sorted(remaining)}"

@@ -8,18 +8,16 @@ the shared settings' credentials), driven with httpx and the confluent_kafka cli
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from mlops_platform.kafka import delete_topics
 from mlops_platform.settings import PlatformSettings
 from tests.support.processes import ServiceLauncher, ServiceProcess
 
@@ -61,9 +59,7 @@ def registry(
     )
     yield process
     process.stop()
-    for future in AdminClient(platform_settings.admin_config()).delete_topics([topic]).values():
-        with contextlib.suppress(KafkaException):  # cleanup only
-            future.result()
+    assert not delete_topics(platform_settings, [topic]), f"the registry's topic {topic} was left behind"
 
 
 @pytest.fixture

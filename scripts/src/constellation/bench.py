@@ -62,7 +62,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from constellation import ROOT, api_keys, stack
@@ -73,7 +73,7 @@ from constellation.processes import Child, free_port, http_json, start_child, wa
 from constellation.traffic import IngestSender, KafkaSender, Sender, TransactionPool, encode_request
 from mlops_platform.auth import Role
 from mlops_platform.contracts import Topic, make_event
-from mlops_platform.kafka import create_topic
+from mlops_platform.kafka import create_topic, delete_topics
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
 from mlops_platform.sysmetrics import SystemSampler
@@ -390,9 +390,13 @@ def private_topics(settings: PlatformSettings, *names: str) -> Iterator[list[str
     try:
         yield topics
     finally:
-        with suppress(Exception):
-            for future in AdminClient(settings.admin_config()).delete_topics(topics).values():
-                future.result(timeout=30)
+        # Left behind, every run would add its topics and their records to the broker's disk.
+        try:
+            left = delete_topics(settings, topics)
+        except KafkaException as exc:
+            left = dict.fromkeys(topics, str(exc))
+        for topic, reason in left.items():
+            log(f"could not delete {topic}: {reason}")
 
 
 def ensure_champion(model_name: str, settings: PlatformSettings) -> None:

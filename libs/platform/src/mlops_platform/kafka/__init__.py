@@ -10,10 +10,18 @@
 - :mod:`.consumer` — decoded :class:`Record`, group consumer, :class:`StopSignal`;
 - :mod:`.state` — :class:`Stateful`, the snapshot/restore protocol of handlers whose state
   an exactly-once :class:`StreamLoop` checkpoints to a compacted topic with its offsets;
-- :mod:`.admin` — cluster probes, topic creation, reading a topic range to its end.
+- :mod:`.admin` — cluster probes, topic creation and deletion, reading a topic range to its end.
 """
 
-from .admin import consume_to_end, create_topic, ensure_topics, group_members, kafka_reachable, offsets_since
+from .admin import (
+    consume_to_end,
+    create_topic,
+    delete_topics,
+    ensure_topics,
+    group_members,
+    kafka_reachable,
+    offsets_since,
+)
 from .consumer import GroupConsumer, Record, StopSignal, next_offsets
 from .dead_letters import DeadLetters, dead_letter_headers, header_items
 from .loop import Guarantee, Handler, RetryableError, StreamLoop
@@ -44,6 +52,7 @@ __all__ = [
     "TransactionalPublisher",
     "consume_to_end",
     "create_topic",
+    "delete_topics",
     "decode_chunks",
     "dead_letter_headers",
     "encode_all",

@@ -1,4 +1,4 @@
-"""Cluster administration and reading a topic range: probes, topic creation, replay helpers."""
+"""Cluster administration and reading a topic range: probes, topic creation and deletion, replay helpers."""
 
 from __future__ import annotations
 
@@ -94,6 +94,31 @@ def create_topic(
     topic_config = {"min.insync.replicas": str(min_insync), **dict(config or {})}
     topic = NewTopic(name, num_partitions=partitions, replication_factor=replicas, config=topic_config)
     return bool(_create(admin, [topic], timeout_s))
+
+
+def delete_topics(
+    settings: PlatformSettings, topics: Sequence[str], timeout_s: float = 30.0
+) -> dict[str, str]:
+    """Delete ``topics`` and wait for the cluster's answers; returns ``{topic: reason}`` of those left.
+
+    A topic that does not exist counts as deleted. The admin client lives until every
+    answer is in: one dropped right after ``AdminClient.delete_topics()`` is destroyed
+    before its request leaves, every future fails with ``_DESTROY`` and the topics stay.
+    """
+    if not topics:
+        return {}
+    admin = AdminClient(settings.admin_config())
+    futures = admin.delete_topics(list(topics), operation_timeout=timeout_s, request_timeout=timeout_s)
+    left: dict[str, str] = {}
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                left[name] = exc.args[0].str()
+        except TimeoutError:
+            left[name] = f"no answer within {timeout_s:g}s"
+    return left
 
 
 def _create(admin: AdminClient, topics: list[NewTopic], timeout_s: float) -> list[str]:
