@@ -14,7 +14,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from mlops_platform.contracts import Topic
-from mlops_platform.kafka import create_topic
+from mlops_platform.kafka import create_topic, delete_topics
 from mlops_platform.settings import PlatformSettings
 
 CONTRACTS = (
@@ -65,9 +65,5 @@ def delete_run(settings: PlatformSettings, group: str, prefixes: Iterable[str]) 
         except Exception as exc:  # cleanup only
             print(f"could not delete the test consumer group: {exc}")
     names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefixes)]
-    if names:
-        for future in admin.delete_topics(names, operation_timeout=30).values():
-            try:
-                future.result()
-            except Exception as exc:  # cleanup only
-                print(f"could not delete a test topic: {exc}")
+    for topic, reason in delete_topics(settings, names).items():
+        print(f"could not delete the test topic {topic}: {reason}")
