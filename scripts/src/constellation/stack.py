@@ -463,17 +463,41 @@ def _format_kafka(node: KafkaNode, cluster_id: str, classpath: str, admin_passwo
     node.scram_marker.write_text("SCRAM-SHA-512 admin added at format time\n")
 
 
+# Kafka's own start-script options (kafka-run-class.sh). Without the 20 ms pause target G1
+# aims at 200 ms, grows a young generation of hundreds of MB, and its pauses (70-85 ms each on
+# the 2-core machine under load, every few seconds) become the pipeline's tail latency.
+KAFKA_G1_OPTIONS = (
+    "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 "
+    "-XX:+ExplicitGCInvokesConcurrent"
+)
+# Even with that target G1's young pauses took 15-40 ms every 1-3 s at 1,000 events/s (scanning
+# the old generation's dirty cards, two GC threads sharing two busy cores). Shenandoah
+# evacuates concurrently: its pauses stay under 1.5 ms, which took p99 at 250 and 1,000
+# events/s down by a fifth to a third (docs/performance.md).
+KAFKA_SHENANDOAH_OPTIONS = "-XX:+UseShenandoahGC -XX:+ExplicitGCInvokesConcurrent"
+
+
+@functools.cache
+def _jvm_accepts(option: str) -> bool:
+    """Whether the machine's JVM starts with ``option`` (Shenandoah is missing from some builds)."""
+    probe = subprocess.run([_java(), option, "-version"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def kafka_jvm_options() -> str:
+    """The broker's collector options.
+
+    ``KAFKA_JVM_PERFORMANCE_OPTS`` when set, else Shenandoah where the JVM has it, else G1.
+    """
+    override = os.environ.get("KAFKA_JVM_PERFORMANCE_OPTS")
+    if override:
+        return override
+    return KAFKA_SHENANDOAH_OPTIONS if _jvm_accepts("-XX:+UseShenandoahGC") else KAFKA_G1_OPTIONS
+
+
 def _spawn_kafka(node: KafkaNode, classpath: str) -> None:
     heap = os.environ.get("KAFKA_HEAP_OPTS", "-Xms256m -Xmx1g")
-    # Kafka's own start script's JVM options (kafka-run-class.sh): without the 20 ms pause
-    # target G1 aims at 200 ms, grows a young generation of hundreds of MB, and its pauses
-    # (70-85 ms each on the 2-core machine under load, every few seconds) become the
-    # pipeline's tail latency.
-    performance = os.environ.get(
-        "KAFKA_JVM_PERFORMANCE_OPTS",
-        "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 "
-        "-XX:+ExplicitGCInvokesConcurrent",
-    )
+    performance = kafka_jvm_options()
     spawn(
         node.name,
         [
