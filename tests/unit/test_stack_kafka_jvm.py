@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -10,8 +11,11 @@ from constellation import stack
 
 
 @pytest.fixture(autouse=True)
-def _fresh_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fresh_probe(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("KAFKA_JVM_PERFORMANCE_OPTS", raising=False)
+    stack._jvm_accepts.cache_clear()
+    yield
+    # A faked answer must not outlive its test: later code in this process may start a broker.
     stack._jvm_accepts.cache_clear()
 
 
