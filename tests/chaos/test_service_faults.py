@@ -166,20 +166,34 @@ def pipeline(
     return Pipeline(platform_settings, topics, champion, ingest, predictor, group)
 
 
+@dataclass(frozen=True)
+class DriftDetector:
+    """The drift detector's process and where its group began on the predictions topic."""
+
+    process: ServiceProcess
+    start: list[TopicPartition]
+
+
 @pytest.fixture(scope="module")
 def drift(
     pipeline: Pipeline, service_launcher: ServiceLauncher, tmp_path_factory: pytest.TempPathFactory
-) -> ServiceProcess:
-    """The drift detector behind the pipeline's predictor (fresh topics, its own group)."""
+) -> DriftDetector:
+    """The drift detector behind the pipeline's predictor (fresh topics, its own group).
+
+    Its group is pinned to the end of the predictions topic: the earlier scenarios' predictions
+    are not its window's, so what its window must hold is exactly what is written from there.
+    """
     topics, champion = pipeline.topics, pipeline.model_name
     base = connection_env(pipeline.settings)
-    return service_launcher.start(
+    group = f"chaos-drift-{uuid.uuid4().hex[:8]}"
+    start = pin_group_to_end(pipeline.settings, group, topics.completed)
+    process = service_launcher.start(
         "drift_detector",
         "DRIFT_",
         {
             **base,
             "DRIFT_MODEL_NAME": champion,
-            "DRIFT_GROUP_ID": f"chaos-drift-{uuid.uuid4().hex[:8]}",
+            "DRIFT_GROUP_ID": group,
             "DRIFT_INSTANCE_ID": f"chaos-{uuid.uuid4().hex[:6]}",
             "DRIFT_PREDICTIONS_TOPIC": topics.completed,
             "DRIFT_FEEDBACK_TOPIC": topics.feedback,
@@ -194,6 +208,7 @@ def drift(
         timeout_s=180,
         stop_timeout_s=60,
     )
+    return DriftDetector(process, start)
 
 
 # --------------------------------------------------------------------------- traffic
@@ -403,7 +418,7 @@ def test_ingest_sigkill_mid_request_loses_nothing_and_repeats_only_unanswered_re
 
 
 def test_drift_detector_sigkill_mid_window_keeps_its_window_and_joins(
-    pipeline: Pipeline, drift: ServiceProcess, chaos_ledger: Callable[..., Ledger], serde: AvroSerde
+    pipeline: Pipeline, drift: DriftDetector, chaos_ledger: Callable[..., Ledger], serde: AvroSerde
 ) -> None:
     """After the restart the window holds every prediction once, and labels join predictions from before.
 
@@ -411,26 +426,29 @@ def test_drift_detector_sigkill_mid_window_keeps_its_window_and_joins(
     offsets); without it the restart forgets the first part and replays what was not committed.
     """
     pipeline.running()
-    if not drift.alive():
-        drift.restart()
-    drift.wait_for("/ready", timeout_s=180)
+    detector = drift.process
+    if not detector.alive():
+        detector.restart()
+    detector.wait_for("/ready", timeout_s=180)
     settings, ledger = pipeline.settings, chaos_ledger()
     prefix = f"chaos-drift-{uuid.uuid4().hex[:6]}"
     start = positions(settings, pipeline.topics.completed)
 
-    def written_since_start() -> int:
+    def written_since_group_start() -> int:
         # Every prediction on the topic counts: the predictor also scores others' catalogue traffic.
-        return len(committed_ids(settings, start, lambda msg: "x"))
+        # Counted from where the group began, not from this scenario's start: the detector may
+        # still be reading what came before ``start`` when its totals are first read.
+        return len(committed_ids(settings, drift.start, lambda msg: "x"))
 
-    rows_before, labels_before = drift_totals(drift)
+    rows_before, labels_before = drift_totals(detector)
     driver = start_traffic(pipeline, ledger, prefix)
-    drift.wait(
+    detector.wait(
         "the drift detector to see the first part",
-        lambda: drift_totals(drift)[0] >= rows_before + int(TRANSACTIONS * KILL_AT),
+        lambda: drift_totals(detector)[0] >= rows_before + int(TRANSACTIONS * KILL_AT),
         240,
     )
     driver.go()
-    kill_and_restart(drift, ledger, "drift-detector")
+    kill_and_restart(detector, ledger, "drift-detector")
     driver.finish()
     settle(settings, ledger, start, prefix)
 
@@ -452,11 +470,13 @@ def test_drift_detector_sigkill_mid_window_keeps_its_window_and_joins(
     def matches() -> bool:
         # Both sides read together: other traffic the predictor scores may still be arriving, so
         # the window must come to hold exactly what was written (more: counted twice; less: lost).
-        seen["written"] = rows_before + written_since_start()
-        seen["rows"], seen["labels"] = drift_totals(drift)
+        seen["written"] = written_since_group_start()
+        seen["rows"], seen["labels"] = drift_totals(detector)
         return seen["rows"] == seen["written"] and seen["labels"]["joined"] == expected_joined
 
-    drift.wait(lambda: f"window rows == predictions written, {expected_joined} joined: {seen}", matches, 240)
+    detector.wait(
+        lambda: f"window rows == predictions written, {expected_joined} joined: {seen}", matches, 240
+    )
     ledger.note(f"window rows {seen['rows']}, joined {seen['labels']['joined']}")
     assert seen["labels"]["duplicate_predictions"] == labels_before["duplicate_predictions"], seen
     ledger.assert_exactly_once()

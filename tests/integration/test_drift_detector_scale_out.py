@@ -102,6 +102,13 @@ def merge_view(service: Service) -> dict[str, Any]:
     return view
 
 
+def survivor_progress(service: Service) -> dict[str, Any]:
+    """What a timeout message needs: the merge's counters and the instance's own partials."""
+    drift = service.get("/drift")
+    merge = {k: v for k, v in drift["merge"].items() if k != "tracks"}
+    return {"merge": merge, "scale_out": drift["scale_out"], "window": drift["window"]}
+
+
 def check_events(events: list[dict[str, Any]], merger: Service, sent: Sent, binning: Any) -> None:
     """One event per window the merger published for, none twice, each with the PSI of all its rows."""
     data = [e for e in events if e["drift_type"] == "data"]
@@ -200,7 +207,8 @@ def test_two_instances_merge_their_histograms_and_the_survivor_carries_on(
     sent.add(rows, traffic.predictions(rows, serving))
     total = len(sent.times)
     other.wait(
-        f"{total} predictions merged by the survivor",
+        # On a timeout: how far the survivor got, on both of its loops.
+        lambda: f"{total} predictions merged by the survivor; /drift says {survivor_progress(other)}",
         lambda: merge_view(other)["rows_added"].get("data", 0) == total,
         timeout_s=240,
     )

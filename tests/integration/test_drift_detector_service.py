@@ -35,7 +35,7 @@ from mlops_platform.kafka import EventProducer
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
 from tests.support.keys import headers
-from tests.support.processes import ServiceLauncher, ServiceProcess
+from tests.support.processes import ServiceLauncher, ServiceProcess, Text
 from tests.support.topics import TopicTail
 
 pytestmark = pytest.mark.integration
@@ -125,7 +125,7 @@ class Service:
     def get(self, path: str) -> Any:
         return self.process.json(path)
 
-    def wait(self, what: str, predicate: Callable[[], bool], timeout_s: float = 180) -> None:
+    def wait(self, what: Text, predicate: Callable[[], bool], timeout_s: float = 180) -> None:
         self.process.wait(what, predicate, timeout_s, interval_s=0.25)
 
     def rows_seen(self) -> int:

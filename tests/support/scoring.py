@@ -87,8 +87,11 @@ def end_offsets(settings: PlatformSettings, topic: str) -> list[TopicPartition]:
         consumer.close()
 
 
-def pin_group_to_end(settings: PlatformSettings, group_id: str, topic: str) -> None:
-    """Commit the end offsets for a new consumer group, so it starts with what comes next."""
+def pin_group_to_end(settings: PlatformSettings, group_id: str, topic: str) -> list[TopicPartition]:
+    """Commit the end offsets for a new consumer group, so it starts with what comes next.
+
+    Returns the committed offsets: where the group's first records are.
+    """
     consumer = Consumer(
         {
             **settings.common_kafka_config(),
@@ -97,7 +100,9 @@ def pin_group_to_end(settings: PlatformSettings, group_id: str, topic: str) -> N
         }
     )
     try:
-        consumer.commit(offsets=end_offsets(settings, topic), asynchronous=False)
+        offsets = end_offsets(settings, topic)
+        consumer.commit(offsets=offsets, asynchronous=False)
+        return offsets
     finally:
         consumer.close()
 
