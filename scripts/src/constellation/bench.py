@@ -72,7 +72,7 @@ from constellation.bench_txn import transaction_floor
 from constellation.processes import Child, free_port, http_json, start_child, wait_until
 from constellation.traffic import IngestSender, KafkaSender, Sender, TransactionPool, encode_request
 from mlops_platform.auth import Role
-from mlops_platform.contracts import Topic, make_event
+from mlops_platform.contracts import Topic, load_catalogue, make_event
 from mlops_platform.kafka import create_topic, delete_topics
 from mlops_platform.serde import AvroSerde
 from mlops_platform.settings import PlatformSettings
@@ -81,7 +81,6 @@ from mlops_platform.sysmetrics import SystemSampler
 RESULTS_DIR = ROOT / "bench-results"
 REQUEST = Topic.PREDICTION_REQUEST.value
 COMPLETED = Topic.PREDICTION_COMPLETED.value
-PARTITIONS = 6
 #: A mode is not driven at a fixed rate above this share of its saturation throughput.
 MAX_LOAD_FACTOR = 0.8
 
@@ -125,6 +124,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=os.cpu_count() or 1,
         help="predictor processes started on private topics, one consumer group (default: one per core)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help=(
+            "partitions of each private topic (default: prediction.request's in the catalogue); "
+            "a transaction's markers and produce requests go to every output partition it touches"
+        ),
     )
     parser.add_argument(
         "--running-predictor", action="store_true", help="measure the running predictor instead"
@@ -382,11 +390,11 @@ def run_mode(
 
 
 @contextmanager
-def private_topics(settings: PlatformSettings, *names: str) -> Iterator[list[str]]:
+def private_topics(settings: PlatformSettings, partitions: int, *names: str) -> Iterator[list[str]]:
     tag = uuid.uuid4().hex[:8]
     topics = [f"bench.{name}.{tag}" for name in names]
     for topic in topics:
-        create_topic(settings, topic, PARTITIONS)
+        create_topic(settings, topic, partitions)
     try:
         yield topics
     finally:
@@ -715,6 +723,8 @@ def extras(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     batch_sat = next((r for r in saturated if "batch" in r["endpoint"]), None)
     single_sat = next((r for r in saturated if "batch" not in r["endpoint"]), None)
     processes = f"{instances} predictor process{'es' if instances != 1 else ''}"
+    if summary.get("partitions"):
+        processes += f", {summary['partitions']} partitions"
     lines = [
         "",
         "side by side at saturation: "
@@ -783,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     workload = TransactionPool.generate(5_000, args.seed)
+    partitions = args.partitions or load_catalogue(settings.schemas_dir).spec(REQUEST).partitions
     log_dir = Path(os.environ.get("BENCH_LOG_DIR", "/tmp")) / f"bench-{uuid.uuid4().hex[:6]}"
     log_dir.mkdir(parents=True, exist_ok=True)
     processes: list[Child] = []
@@ -802,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         ready = http_json(f"{args.predictor_url}/ready") if predictor_model else None
         with private_topics(
-            settings, "request", "completed", "naive-in", "naive-out", "raw", "txn"
+            settings, partitions, "request", "completed", "naive-in", "naive-out", "raw", "txn"
         ) as topics:
             req_topic, out_topic, naive_in, naive_out, raw_topic, txn_topic = topics
             if predictor_model and ready and ready.get("ready"):
@@ -937,6 +948,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["resident_memory_mb"] = memory
     summary["transaction_floor_ms"] = meta.get("transaction_floor")
     summary["predictor_instances"] = (meta.get("predictor") or {}).get("instances", 1)
+    summary["partitions"] = partitions
     report = {
         "started_at": started_at.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
@@ -950,6 +962,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "via": args.via,
             "rates": rates,
+            "partitions": partitions,
             "duration_s": args.duration,
             "saturation_events": args.saturation_events,
             "naive_events": args.naive_events,
