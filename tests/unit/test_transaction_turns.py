@@ -14,6 +14,7 @@ whose offsets call takes a while.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -171,6 +172,35 @@ def test_a_stateful_loop_sends_its_offsets_only_with_its_commit() -> None:
     assert [call for call, _ in journal] == ["begin", "produce"]
     loop._commit_open()
 
+    assert [call for call, _ in journal] == ["begin", "produce", "offsets", "commit"]
+
+
+def test_a_stateful_loop_whose_commit_is_due_handles_before_its_offsets_go() -> None:
+    # The same, when the poll already closes the transaction: an offsets call started
+    # alongside the handler would hold back the handler's read of the group's offsets.
+    journal: list[tuple[str, str]] = []
+    offsets_started = threading.Event()
+    seen_while_handling: list[bool] = []
+
+    class Watched(RecordingProducer):
+        def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
+            offsets_started.set()
+            super().send_offsets_to_transaction(offsets, metadata, timeout)
+
+    def reads_committed_offsets(records: list[Record], outbox: Outbox) -> None:
+        # Long enough for an offsets call started before the handler to have begun.
+        seen_while_handling.append(offsets_started.wait(0.5))
+        emit_one(records, outbox)
+
+    loop = build_loop(journal, producers=1, handler=reads_committed_offsets)
+    loop._producers = [Watched("A", journal)]  # type: ignore[list-item]
+    loop.producer = loop._producers[0]
+    loop.state = State()  # type: ignore[assignment]
+    loop.state_interval_s = 0.0  # due at once
+
+    loop._checkpoint([Message(0)])  # type: ignore[list-item]
+
+    assert seen_while_handling == [False], "offsets were pending while the handler ran"
     assert [call for call, _ in journal] == ["begin", "produce", "offsets", "commit"]
 
 

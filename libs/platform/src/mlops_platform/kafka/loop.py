@@ -422,12 +422,12 @@ class StreamLoop:
         due = self._commit_due(messages) or self.stop_signal.is_set()
         # The offsets this commit will carry are known before the handler runs. (A transaction
         # that waits for the coordinator sends its first poll's offsets at once even if it
-        # grows; the commit then sends them again.)
-        offsets = (
-            self._start_send_offsets(producer, [*self._open.messages, *messages])
-            if due or awaits_coordinator
-            else None
-        )
+        # grows; the commit then sends them again.) Not a stateful loop's: its handler may
+        # read the group's committed offsets, which the broker refuses
+        # (UNSTABLE_OFFSET_COMMIT, retried until the timeout) while this very transaction
+        # has offsets of the group pending; its commit sends them, after the handler.
+        early = (due and self.state is None) or awaits_coordinator
+        offsets = self._start_send_offsets(producer, [*self._open.messages, *messages]) if early else None
         outbox = Outbox(self.producer)
         try:
             self._handle(messages, outbox)
