@@ -322,6 +322,23 @@ def test_batch_over_the_limit_is_refused(harness: Harness) -> None:
     assert (issue.value["issue_type"], issue.value["field"]) == ("rejected", "transactions")
 
 
+def test_an_event_time_before_the_first_utc_instant_is_a_422(harness: Harness) -> None:
+    # Found by the OpenAPI fuzzer: it parses, and only its conversion to UTC overflows.
+    response = harness.client.post(
+        "/interactions",
+        json={
+            "user_id": "u",
+            "item_id": "i",
+            "interaction_type": "like",
+            "event_time": "0001-01-01T00:00:00+00:01",
+        },
+    )
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "event_time"] and "outside the years 1 to 9999" in error["msg"]
+    assert harness.publisher.published == []
+
+
 def test_malformed_json_is_a_422(harness: Harness) -> None:
     response = harness.client.post(
         "/transactions", content=b'{"amount": ', headers={"content-type": "application/json"}

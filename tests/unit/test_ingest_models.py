@@ -124,6 +124,18 @@ def test_transaction_id_and_event_time_are_optional() -> None:
     assert aware.event_time == datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59-00:01"])
+def test_an_event_time_outside_utcs_range_is_a_validation_error(moment: str) -> None:
+    # Both parse as aware datetimes; only their conversion to UTC overflows.
+    for model, data in (
+        (TransactionCreate, txn()),
+        (InteractionCreate, {"user_id": "u-1", "item_id": "i-1", "interaction_type": "view"}),
+    ):
+        errors = errors_of(model, {**data, "event_time": moment})
+        assert [(e["loc"], e["type"]) for e in errors] == [(("event_time",), "value_error")]
+        assert "outside the years 1 to 9999 in UTC" in errors[0]["msg"]
+
+
 def test_batch_needs_records_and_unique_ids() -> None:
     assert errors_of(TransactionBatchCreate, {"transactions": []})[0]["type"] == "too_short"
     first, second = txn(transaction_id="t-1"), txn(transaction_id="t-1")

@@ -52,7 +52,13 @@ RATING_RANGE: Final[tuple[float, float]] = (1.0, 5.0)
 
 def _utc(value: datetime) -> datetime:
     # A naive timestamp is read as UTC: the envelope's event_time is always UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+00:01 parses, but is before the first representable UTC instant.
+        raise ValueError(f"{value.isoformat()} is outside the years 1 to 9999 in UTC") from None
 
 
 EventTime = Annotated[
