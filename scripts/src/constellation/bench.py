@@ -67,7 +67,7 @@ from confluent_kafka.admin import AdminClient
 
 from constellation import ROOT, api_keys, stack
 from constellation.bench_floor import compute_floor
-from constellation.bench_ingest import percentiles, run_ingest
+from constellation.bench_ingest import MAX_LOAD_FACTOR, over_capacity, percentiles, run_ingest
 from constellation.bench_txn import transaction_floor
 from constellation.processes import Child, free_port, http_json, start_child, wait_until
 from constellation.traffic import IngestSender, KafkaSender, Sender, TransactionPool, encode_request
@@ -81,8 +81,6 @@ from mlops_platform.sysmetrics import SystemSampler
 RESULTS_DIR = ROOT / "bench-results"
 REQUEST = Topic.PREDICTION_REQUEST.value
 COMPLETED = Topic.PREDICTION_COMPLETED.value
-#: A mode is not driven at a fixed rate above this share of its saturation throughput.
-MAX_LOAD_FACTOR = 0.8
 
 
 # --------------------------------------------------------------------------- arguments
@@ -139,7 +137,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--own-predictor", action="store_true", help=argparse.SUPPRESS)  # the default now
     parser.add_argument("--floor-events", type=int, default=10_000, help="events of the compute floor")
-    parser.add_argument("--ingest-rates", default="250", help="fixed rates of /transactions (tx/s)")
+    parser.add_argument(
+        "--ingest-rates",
+        default="50,100",
+        help="fixed rates of /transactions (tx/s)",
+    )
     parser.add_argument("--ingest-batch-rates", default="1000,5000", help="fixed rates of the batch endpoint")
     parser.add_argument("--ingest-batch-size", type=int, default=100, help="transactions per batch request")
     parser.add_argument("--model-name", default=os.environ.get("PREDICTOR_MODEL_NAME", "fraud_detector"))
@@ -360,22 +362,10 @@ def run_mode(
         after_phase("saturation")
     capacity = results[0].throughput
     for rate in rates:
-        if rate > capacity * MAX_LOAD_FACTOR:
-            results.append(
-                PhaseResult(
-                    mode,
-                    f"rate={rate:g}",
-                    rate,
-                    0,
-                    0,
-                    0,
-                    0.0,
-                    0.0,
-                    0.0,
-                    note=f"skipped: above {MAX_LOAD_FACTOR:.0%} of saturation ({capacity:.0f} ev/s)",
-                )
-            )
-            log(f"{mode:8s} rate={rate:g} skipped (capacity {capacity:.0f} ev/s)")
+        skipped = over_capacity(rate, capacity, "ev/s")
+        if skipped is not None:
+            results.append(PhaseResult(mode, f"rate={rate:g}", rate, 0, 0, 0, 0.0, 0.0, 0.0, note=skipped))
+            log(f"{mode:8s} rate={rate:g} {skipped}")
             continue
         count = max(int(rate * args.duration), 1)
         results.append(
@@ -762,6 +752,9 @@ def extras(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         lines.append(f"{'ingest':<38}{'tx/s':>9}  {'202 p50/p95/p99 ms':>22}  {'score p50/p95/p99 ms':>26}")
         for r in ingest:
             a, e = r["latency_202_ms"], r["end_to_end_ms"]
+            if not a:  # skipped (or nothing answered): no figures to print
+                lines.append(f"{r['endpoint'] + ' ' + r['phase']:<38}{'-':>9}  {r['note']}")
+                continue
             lines.append(
                 f"{r['endpoint'] + ' ' + r['phase']:<38}{r['accepted_per_s']:>9,.0f}  "
                 f"{a.get('p50', 0):>6.1f} {a.get('p95', 0):>7.1f} {a.get('p99', 0):>7.1f}  "

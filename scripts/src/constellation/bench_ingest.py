@@ -83,6 +83,24 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+#: A mode or endpoint is not driven at a fixed rate above this share of its saturation
+#: throughput: past its capacity a queue grows for the whole phase, and the latency measured is
+#: the phase's length, not the system's.
+MAX_LOAD_FACTOR = 0.8
+
+
+def over_capacity(rate: float, capacity: float | None, unit: str) -> str | None:
+    """Why a fixed rate is skipped (above ``MAX_LOAD_FACTOR`` of the saturation measured), or None."""
+    if capacity is None or rate <= capacity * MAX_LOAD_FACTOR:
+        return None
+    return f"skipped: above {MAX_LOAD_FACTOR:.0%} of saturation ({capacity:.0f} {unit})"
+
+
+def endpoint_name(batch_size: int) -> str:
+    """How results name the endpoint: the path, with the batch size for the batch endpoint."""
+    return f"/transactions/batch ({batch_size}/request)" if batch_size > 1 else "/transactions"
+
+
 def _body(rows: list[dict[str, Any]], at: float, batch: bool) -> bytes:
     stamp = datetime.fromtimestamp(at, UTC).isoformat()
     items = [{**transaction_payload(row), "event_time": stamp} for row in rows]
@@ -110,7 +128,7 @@ async def _phase(
 ) -> IngestResult:
     batch = batch_size > 1
     path = "/transactions/batch" if batch else "/transactions"
-    endpoint = f"{path} ({batch_size}/request)" if batch else path
+    endpoint = endpoint_name(batch_size)
     phase = "saturation" if rate is None else f"rate={rate:g}"
     prefix = f"bench-ingest-{'b' if batch else 's'}-{phase.replace('=', '-')}-{uuid.uuid4().hex[:6]}"
     # Enough requests for the phase, prepared (rows and ids) before the clock starts.
@@ -226,13 +244,23 @@ def run_ingest(
     api_key: str | None,
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    """Every ingest phase: single endpoint (saturation, fixed rates), then the batch endpoint."""
+    """Every ingest phase: single endpoint (saturation, fixed rates), then the batch endpoint.
+
+    A fixed rate above ``MAX_LOAD_FACTOR`` of its endpoint's saturation is skipped, with a note.
+    """
     plan: list[tuple[int, float | None, int]] = [(1, None, 32)]
     plan += [(1, rate, 1) for rate in single_rates]
     plan += [(batch_size, None, 8)]
     plan += [(batch_size, rate, 1) for rate in batch_rates]
     results = []
+    capacity: dict[int, float] = {}
     for size, rate, concurrency in plan:
+        endpoint = endpoint_name(size)
+        skipped = None if rate is None else over_capacity(rate, capacity.get(size), "tx/s")
+        if rate is not None and skipped is not None:
+            log(f"ingest   {endpoint:28s} rate={rate:g} {skipped}")
+            results.append(asdict(skipped_phase(endpoint, size, rate, skipped)))
+            continue
         result = asyncio.run(
             _phase(
                 url,
@@ -248,5 +276,27 @@ def run_ingest(
                 log=log,
             )
         )
+        if rate is None:
+            capacity[size] = result.accepted_per_s
         results.append(asdict(result))
     return results
+
+
+def skipped_phase(endpoint: str, batch_size: int, rate: float, note: str) -> IngestResult:
+    """The result row of a fixed rate that was not run."""
+    return IngestResult(
+        endpoint=endpoint,
+        phase=f"rate={rate:g}",
+        batch_size=batch_size,
+        target_rate=rate,
+        requests=0,
+        sent=0,
+        accepted=0,
+        refused=0,
+        errors=0,
+        elapsed_seconds=0.0,
+        accepted_per_s=0.0,
+        received=0,
+        client_cpu_s=0.0,
+        note=note,
+    )
