@@ -137,11 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--own-predictor", action="store_true", help=argparse.SUPPRESS)  # the default now
     parser.add_argument("--floor-events", type=int, default=10_000, help="events of the compute floor")
-    parser.add_argument(
-        "--ingest-rates",
-        default="50,100",
-        help="fixed rates of /transactions (tx/s)",
-    )
+    parser.add_argument("--ingest-rates", default="50,100", help="fixed rates of /transactions (tx/s)")
     parser.add_argument("--ingest-batch-rates", default="1000,5000", help="fixed rates of the batch endpoint")
     parser.add_argument("--ingest-batch-size", type=int, default=100, help="transactions per batch request")
     parser.add_argument("--model-name", default=os.environ.get("PREDICTOR_MODEL_NAME", "fraud_detector"))

@@ -255,11 +255,9 @@ def run_ingest(
     results = []
     capacity: dict[int, float] = {}
     for size, rate, concurrency in plan:
-        endpoint = endpoint_name(size)
-        skipped = None if rate is None else over_capacity(rate, capacity.get(size), "tx/s")
-        if rate is not None and skipped is not None:
-            log(f"ingest   {endpoint:28s} rate={rate:g} {skipped}")
-            results.append(asdict(skipped_phase(endpoint, size, rate, skipped)))
+        if rate is not None and (skipped := over_capacity(rate, capacity.get(size), "tx/s")):
+            log(f"ingest   {endpoint_name(size):28s} rate={rate:g} {skipped}")
+            results.append(asdict(skipped_phase(endpoint_name(size), size, rate, skipped)))
             continue
         result = asyncio.run(
             _phase(
