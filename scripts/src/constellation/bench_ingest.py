@@ -51,19 +51,21 @@ class Pool(Protocol):
 
 @dataclass
 class IngestResult:
+    """One ingest phase; the counters stay zero for a fixed rate that was skipped."""
+
     endpoint: str
     phase: str
     batch_size: int
     target_rate: float | None
-    requests: int
-    sent: int
-    accepted: int
-    refused: int
-    errors: int
-    elapsed_seconds: float
-    accepted_per_s: float
-    received: int
-    client_cpu_s: float
+    requests: int = 0
+    sent: int = 0
+    accepted: int = 0
+    refused: int = 0
+    errors: int = 0
+    elapsed_seconds: float = 0.0
+    accepted_per_s: float = 0.0
+    received: int = 0
+    client_cpu_s: float = 0.0
     latency_202_ms: dict[str, float] = field(default_factory=dict)
     end_to_end_ms: dict[str, float] = field(default_factory=dict)
     note: str = ""
@@ -256,8 +258,9 @@ def run_ingest(
     capacity: dict[int, float] = {}
     for size, rate, concurrency in plan:
         if rate is not None and (skipped := over_capacity(rate, capacity.get(size), "tx/s")):
-            log(f"ingest   {endpoint_name(size):28s} rate={rate:g} {skipped}")
-            results.append(asdict(skipped_phase(endpoint_name(size), size, rate, skipped)))
+            endpoint = endpoint_name(size)
+            log(f"ingest   {endpoint:28s} rate={rate:g} {skipped}")
+            results.append(asdict(IngestResult(endpoint, f"rate={rate:g}", size, rate, note=skipped)))
             continue
         result = asyncio.run(
             _phase(
@@ -278,23 +281,3 @@ def run_ingest(
             capacity[size] = result.accepted_per_s
         results.append(asdict(result))
     return results
-
-
-def skipped_phase(endpoint: str, batch_size: int, rate: float, note: str) -> IngestResult:
-    """The result row of a fixed rate that was not run."""
-    return IngestResult(
-        endpoint=endpoint,
-        phase=f"rate={rate:g}",
-        batch_size=batch_size,
-        target_rate=rate,
-        requests=0,
-        sent=0,
-        accepted=0,
-        refused=0,
-        errors=0,
-        elapsed_seconds=0.0,
-        accepted_per_s=0.0,
-        received=0,
-        client_cpu_s=0.0,
-        note=note,
-    )
